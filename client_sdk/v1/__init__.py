@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for switchyard.v1 (do not edit; regenerate)."""
