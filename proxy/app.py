@@ -1,0 +1,113 @@
+"""Assembles one gateway process: backend client, routes, gRPC server.
+
+``Gateway.start`` connects to Triton, waits for the routes' models, builds
+and type-checks every route (failing before the port opens if any is wrong),
+then serves ``switchyard.v1.Gateway``, ``grpc.health.v1.Health`` and server
+reflection on one port, plus Prometheus metrics on another. ``Gateway.stop``
+reports NOT_SERVING, stops taking calls, lets in-flight ones finish within
+the grace period, then closes the backend channel.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from switchyard.client.channel import server_options
+from switchyard.proxy.backend.triton import TritonBackend
+from switchyard.proxy.config import RoutesFile
+from switchyard.proxy.health import HealthMonitor
+from switchyard.proxy.metrics import start_metrics_server
+from switchyard.proxy.routes import RouteTable, build_routes
+from switchyard.proxy.service import GatewayService
+from switchyard.proxy.settings import GatewaySettings
+from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+class Gateway:
+    """One gateway server. Create and start it inside the running event loop."""
+
+    def __init__(self, settings: GatewaySettings, routes: RoutesFile) -> None:
+        self.settings = settings
+        self._routes_config = routes
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._backend: TritonBackend | None = None
+        self._health: HealthMonitor | None = None
+        self.routes: RouteTable | None = None
+
+    async def start(self) -> int:
+        """Starts serving; returns the bound gRPC port."""
+        s = self.settings
+        self._backend = TritonBackend(s.triton_url, max_message_bytes=s.max_message_bytes)
+        models = sorted({r.model for r in self._routes_config.routes})
+        log.info("waiting for models in Triton at %s: %s", s.triton_url, ", ".join(models))
+        await self._backend.wait_models_ready(models, timeout_s=s.backend_ready_timeout_s)
+        self.routes = await build_routes(self._routes_config, self._backend)
+        self._health = HealthMonitor(self.routes, self._backend, interval_s=s.health_interval_s)
+
+        server = grpc.aio.server(
+            options=server_options(max_message_bytes=s.max_message_bytes),
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
+        )
+        gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayService(self.routes, s, self._health), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
+        reflection.enable_server_reflection(
+            (
+                gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        address = f"{s.host}:{s.port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise PortInUse(f"cannot listen on {address}: the port is in use or the address is not local") from exc
+        if port == 0:
+            raise PortInUse(f"cannot listen on {address}: the port is in use or the address is not local")
+        await self._health.start()
+        await server.start()
+        self._server = server
+        self.port = port
+        if s.metrics_port is not None:
+            try:
+                self.metrics_port = start_metrics_server(s.metrics_host, s.metrics_port)
+            except OSError as exc:
+                await self.stop(grace_s=0)
+                raise PortInUse(f"cannot serve metrics on {s.metrics_host}:{s.metrics_port}: {exc.strerror}") from exc
+        log.info(
+            "gateway serving %d routes on %s:%d (metrics %s)",
+            len(list(self.routes)),
+            s.host,
+            port,
+            f"{s.metrics_host}:{self.metrics_port}" if self.metrics_port else "off",
+        )
+        return port
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drains and stops; safe to call more than once."""
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        if self._health is not None:
+            await self._health.stop()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._backend is not None:
+            await self._backend.close()
+            self._backend = None

@@ -1,0 +1,97 @@
+"""Health of the gateway and of each route (``grpc.health.v1.Health``).
+
+A background task polls Triton for the readiness of every model the routes
+use and publishes:
+
+* ``route/<name>`` — SERVING while all of the route's models are ready;
+* ``switchyard.v1.Gateway`` and ``""`` (the whole server) — SERVING while
+  every route is.
+
+A backend call that fails with UNAVAILABLE marks the routes of that model
+NOT_SERVING at once (``mark_backend_down``) rather than at the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from grpc_health.v1 import health, health_pb2
+
+from switchyard.proxy import metrics
+from switchyard.proxy.backend.triton import TritonBackend
+from switchyard.proxy.routes import RouteTable
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "switchyard.v1.Gateway"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def route_service(name: str) -> str:
+    """Health service name of a route."""
+    return f"route/{name}"
+
+
+class HealthMonitor:
+    def __init__(self, routes: RouteTable, backend: TritonBackend, *, interval_s: float) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self._routes = routes
+        self._backend = backend
+        self._interval_s = interval_s
+        self._ready: dict[str, bool] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._poll(), name="health-poll")
+
+    async def stop(self) -> None:
+        """Reports NOT_SERVING everywhere (the server is going away) and stops polling."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.servicer.enter_graceful_shutdown()
+
+    def mark_backend_down(self) -> None:
+        """A call saw the backend unavailable: poll now instead of at the next interval."""
+        self._wake.set()
+
+    def is_ready(self, route: str) -> bool:
+        return self._ready.get(route, False)
+
+    async def refresh(self) -> None:
+        models = self._routes.models()
+        timeout = min(1.0, self._interval_s)
+        states = await asyncio.gather(*(self._backend.model_ready(m, timeout_s=timeout) for m in models))
+        ready_models = {m for m, ok in zip(models, states, strict=True) if ok}
+        all_ready = True
+        for route in self._routes:
+            ready = all(m in ready_models for m in route.description.model_names)
+            all_ready &= ready
+            if self._ready.get(route.name) != ready:
+                log.info("route %s is %s", route.name, "SERVING" if ready else "NOT_SERVING")
+            self._ready[route.name] = ready
+            metrics.BACKEND_READY.labels(route.name).set(1 if ready else 0)
+            await self.servicer.set(route_service(route.name), SERVING if ready else NOT_SERVING)
+        overall = SERVING if all_ready else NOT_SERVING
+        await self.servicer.set(SERVICE_NAME, overall)
+        await self.servicer.set("", overall)
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.refresh()
+            except Exception:  # noqa: BLE001 - the poller must outlive any one failure
+                log.exception("health poll failed")

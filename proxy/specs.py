@@ -1,0 +1,34 @@
+"""Tensor specifications: name, datatype and shape (``-1`` = any size).
+
+Routes describe their inputs and outputs with these; validation checks
+requests against them and ops compute the specs they produce, so a route's
+chain of ops is type-checked at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from switchyard.v1 import gateway_pb2 as pb
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def renamed(self, name: str) -> TensorSpec:
+        return TensorSpec(name, self.datatype, self.shape)
+
+    def to_proto(self) -> pb.TensorSpec:
+        return pb.TensorSpec(name=self.name, datatype=self.datatype, shape=list(self.shape))
+
+    def accepts(self, other: TensorSpec) -> bool:
+        """Whether every tensor matching ``other`` also matches this spec."""
+        if self.datatype != other.datatype or len(self.shape) != len(other.shape):
+            return False
+        return all(mine == -1 or mine == theirs for mine, theirs in zip(self.shape, other.shape, strict=True))
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.datatype}{list(self.shape)}"

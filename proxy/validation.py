@@ -1,0 +1,116 @@
+"""Request validation against a route's declared inputs.
+
+Runs before any backend call and reads only shapes, datatypes and byte
+lengths; it never decodes numeric data. Every failure is an
+``InvalidInput(field, reason)`` whose field is a path into the request
+(``inputs[image].shape[1]``), so a client knows exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from switchyard.client.tensors import DATATYPES, TensorDecodeError, decode_bytes, element_count, itemsize
+from switchyard.proxy.errors import InvalidInput
+from switchyard.proxy.specs import TensorSpec
+from switchyard.v1 import gateway_pb2 as pb
+
+_VERSION = re.compile(r"^[0-9]+$")
+MAX_REQUEST_ID_LENGTH = 128
+
+
+def check_request(
+    request: pb.InferRequest,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    *,
+    models: Sequence[str],
+    max_batch_size: int,
+    max_request_bytes: int,
+) -> None:
+    """Raises InvalidInput for the first problem found in ``request``."""
+    if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidInput("request_id", f"is {len(request.request_id)} characters long, at most {MAX_REQUEST_ID_LENGTH}")
+    total = sum(len(t.raw_data) for t in request.inputs)
+    if total > max_request_bytes:
+        raise InvalidInput("inputs", f"carry {total} bytes, this route accepts at most {max_request_bytes}")
+    _check_inputs(request.inputs, inputs, max_batch_size)
+    known_outputs = {spec.name for spec in outputs}
+    seen: set[str] = set()
+    for i, name in enumerate(request.outputs):
+        if name not in known_outputs:
+            raise InvalidInput(f"outputs[{i}]", f"unknown output {name!r} (route outputs: {', '.join(sorted(known_outputs))})")
+        if name in seen:
+            raise InvalidInput(f"outputs[{i}]", f"output {name!r} is requested twice")
+        seen.add(name)
+    _check_versions(request.model_versions, models)
+
+
+def _check_versions(pins: Mapping[str, str], models: Sequence[str]) -> None:
+    for model, version in pins.items():
+        if model not in models:
+            raise InvalidInput(f"model_versions[{model}]", f"this route does not use model {model!r} (uses: {', '.join(models)})")
+        if not _VERSION.match(version):
+            raise InvalidInput(f"model_versions[{model}]", f"version must be a positive integer, got {version!r}")
+
+
+def _check_inputs(tensors: Sequence[pb.Tensor], specs: Sequence[TensorSpec], max_batch_size: int) -> None:
+    by_name = {spec.name: spec for spec in specs}
+    seen: set[str] = set()
+    batch: int | None = None
+    batch_from = ""
+    for tensor in tensors:
+        field = f"inputs[{tensor.name}]" if tensor.name else "inputs[]"
+        spec = by_name.get(tensor.name)
+        if spec is None:
+            raise InvalidInput(f"{field}.name", f"unknown input {tensor.name!r} (route inputs: {', '.join(sorted(by_name))})")
+        if tensor.name in seen:
+            raise InvalidInput(f"{field}.name", "input is given twice")
+        seen.add(tensor.name)
+        _check_shape(tensor, spec, field)
+        if max_batch_size > 0:
+            size = int(tensor.shape[0])
+            if size == 0:
+                raise InvalidInput(f"{field}.shape[0]", "batch is empty")
+            if size > max_batch_size:
+                raise InvalidInput(f"{field}.shape[0]", f"batch of {size} exceeds this route's maximum of {max_batch_size}")
+            if batch is not None and size != batch:
+                raise InvalidInput(f"{field}.shape[0]", f"batch of {size} differs from {batch_from}'s batch of {batch}")
+            batch, batch_from = size, field
+        _check_bytes(tensor, field)
+    missing = [name for name in by_name if name not in seen]
+    if missing:
+        raise InvalidInput(f"inputs[{missing[0]}]", "required input is missing")
+
+
+def _check_shape(tensor: pb.Tensor, spec: TensorSpec, field: str) -> None:
+    if tensor.datatype not in DATATYPES:
+        raise InvalidInput(f"{field}.datatype", f"unknown datatype {tensor.datatype!r}")
+    if tensor.datatype != spec.datatype:
+        raise InvalidInput(f"{field}.datatype", f"expected {spec.datatype}, got {tensor.datatype}")
+    shape = list(tensor.shape)
+    if len(shape) != len(spec.shape):
+        raise InvalidInput(f"{field}.shape", f"expected rank {len(spec.shape)} {list(spec.shape)}, got rank {len(shape)} {shape}")
+    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+        if got < 0:
+            raise InvalidInput(f"{field}.shape[{axis}]", f"dimension must be >= 0, got {got}")
+        if want != -1 and got != want:
+            raise InvalidInput(f"{field}.shape[{axis}]", f"expected {want}, got {got} (route shape {list(spec.shape)})")
+
+
+def _check_bytes(tensor: pb.Tensor, field: str) -> None:
+    shape = list(tensor.shape)
+    count = element_count(shape)
+    if tensor.datatype == "BYTES":
+        try:
+            decode_bytes(tensor.raw_data, count)
+        except TensorDecodeError as exc:
+            raise InvalidInput(f"{field}.raw_data", str(exc)) from None
+        return
+    expected = count * itemsize(tensor.datatype)
+    if len(tensor.raw_data) != expected:
+        raise InvalidInput(
+            f"{field}.raw_data",
+            f"has {len(tensor.raw_data)} bytes, shape {shape} of {tensor.datatype} needs {expected}",
+        )

@@ -1,0 +1,42 @@
+"""The array module: CuPy on a CUDA device, NumPy otherwise.
+
+Pre- and post-processing ops are written once against ``xp``. The choice is
+made once per process: CuPy when it imports and sees a device (and
+``SWITCHYARD_DEVICE`` is not ``cpu``), NumPy otherwise. ``to_device`` and
+``to_host`` move arrays across; with NumPy they are no-ops.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+
+@functools.cache
+def array_module() -> ModuleType:
+    """``cupy`` if usable here, else ``numpy``."""
+    if os.environ.get("SWITCHYARD_DEVICE", "auto").lower() == "cpu":
+        return np
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - any failure to load or find a GPU means NumPy
+        pass
+    return np
+
+
+def to_device(array: Any, xp: ModuleType) -> Any:
+    return array if xp is np else xp.asarray(array)
+
+
+def to_host(array: Any) -> np.ndarray:
+    if isinstance(array, np.ndarray):
+        return array
+    get = getattr(array, "get", None)
+    return get() if get is not None else np.asarray(array)

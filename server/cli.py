@@ -1,0 +1,160 @@
+"""The ``switchyard`` command.
+
+* ``switchyard serve`` — with no arguments: builds the bundled model
+  repository if needed, starts a local Triton from the ``nvidia-pytriton``
+  wheel, waits for its models, then serves the gateway (gRPC on 8500,
+  metrics on 127.0.0.1:8502). ``--triton-url`` uses an existing Triton
+  instead. SIGINT/SIGTERM drain in-flight calls, then stop Triton.
+* ``switchyard models build`` — builds the bundled model repository.
+
+The event loop is uvloop's, one per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from pydantic import ValidationError
+
+from switchyard.proxy.app import Gateway, PortInUse
+from switchyard.proxy.config import load_routes
+from switchyard.proxy.errors import ConfigError, GatewayError
+from switchyard.proxy.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewaySettings
+
+log = logging.getLogger("switchyard")
+
+
+def default_model_repository() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "switchyard" / "model-repository"
+
+
+def ensure_model_repository(path: Path) -> Path:
+    """Builds the bundled models into ``path`` unless a build of the current sources is there."""
+    from switchyard.models.build import build_repository, source_fingerprint
+
+    stamp = path / ".build-fingerprint"
+    fingerprint = source_fingerprint()
+    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        return path
+    log.info("building the bundled model repository into %s", path)
+    build_repository(path)
+    stamp.write_text(fingerprint + "\n")
+    return path
+
+
+def _settings(args: argparse.Namespace) -> GatewaySettings:
+    overrides: dict[str, Any] = {}
+    for key in ("host", "port", "metrics_host", "routes_file", "grace_s"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    if args.no_metrics:
+        overrides["metrics_port"] = None
+    elif args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    if args.triton_url:
+        overrides["triton_url"] = args.triton_url
+    return GatewaySettings(**overrides)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    routes = load_routes(settings.routes_file)
+    triton = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    gateway: Gateway | None = None
+    try:
+        if not args.triton_url:
+            from switchyard.server.triton import LocalTriton
+
+            repository = ensure_model_repository(args.model_repository or default_model_repository())
+            triton = LocalTriton(repository, grpc_port=args.triton_grpc_port)
+            log.info("starting local Triton (model repository %s)", repository)
+            await triton.start()
+            await triton.wait_ready(settings.backend_ready_timeout_s)
+            settings = settings.model_copy(update={"triton_url": triton.grpc_url})
+        gateway = Gateway(settings, routes)
+        port = await gateway.start()
+        print(f"switchyard: serving on {settings.host}:{port}", flush=True)
+        stop_wait = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({stop_wait, asyncio.ensure_future(gateway.wait_for_termination())},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        log.info("shutting down: draining in-flight calls for up to %g s", settings.grace_s)
+        return 0
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        if triton is not None:
+            await triton.stop()
+        log.info("stopped")
+
+
+def build_models(args: argparse.Namespace) -> int:
+    path = ensure_model_repository(args.out or default_model_repository())
+    print(f"switchyard: model repository ready at {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="switchyard", description="gRPC inference gateway in front of Triton")
+    p.add_argument("--log-level", default=os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the gateway (starts a local Triton unless --triton-url is given)")
+    s.add_argument("--config", dest="routes_file", type=Path, help="routes file (TOML); default: the bundled routes")
+    s.add_argument("--triton-url", help="use this Triton (host:port of its gRPC endpoint) instead of a local one")
+    s.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    s.add_argument("--port", type=int, help=f"gRPC port (default {DEFAULT_PORT}; 0 picks one)")
+    s.add_argument("--metrics-host", help="address of the metrics endpoint (default 127.0.0.1)")
+    s.add_argument("--metrics-port", type=int, help=f"metrics port (default {DEFAULT_METRICS_PORT}; 0 picks one)")
+    s.add_argument("--no-metrics", action="store_true", help="do not serve metrics")
+    s.add_argument("--grace-s", type=float, help="seconds in-flight calls may finish after SIGTERM")
+    s.add_argument("--model-repository", type=Path, help="model repository for the local Triton (built if missing)")
+    s.add_argument("--triton-grpc-port", type=int, default=0, help="gRPC port of the local Triton (default: any free)")
+    s.set_defaults(func=lambda a: uvloop.run(serve(a)))
+
+    m = sub.add_parser("models", help="model repository commands")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    b = msub.add_parser("build", help="train the bundled models and write the Triton model repository")
+    b.add_argument("--out", type=Path, help="where to write it (default: the user cache)")
+    b.set_defaults(func=build_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return int(args.func(args))
+    except (ConfigError, PortInUse, ValidationError) as exc:
+        print(f"switchyard: error: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"switchyard: error: {exc.message}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a missing binary and the like: say it plainly, no traceback
+        if type(exc).__name__ in {"TritonNotInstalled", "TritonStartError"}:
+            print(f"switchyard: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
