@@ -37,7 +37,9 @@ def channel_options(
     ]
 
 
-def server_options(*, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, reuse_port: bool = False) -> list[tuple[str, Any]]:
+def server_options(
+    *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, reuse_port: bool = False
+) -> list[tuple[str, Any]]:
     """Options for a ``grpc.aio.server``."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),

@@ -82,7 +82,9 @@ def encode_bytes(array: npt.NDArray[np.generic]) -> bytes:
 
 def decode_bytes(raw: bytes, count: int) -> npt.NDArray[np.object_]:
     """Inverse of :func:`encode_bytes`; checks every length prefix."""
-    out = np.empty(count, dtype=np.object_)
+    # Elements are collected before the array is allocated, so a forged
+    # shape fails on the missing bytes instead of costing memory.
+    items: list[bytes] = []
     offset = 0
     view = memoryview(raw)
     for i in range(count):
@@ -92,11 +94,11 @@ def decode_bytes(raw: bytes, count: int) -> npt.NDArray[np.object_]:
         offset += 4
         if offset + length > len(raw):
             raise TensorDecodeError(f"BYTES element {i} declares {length} bytes but only {len(raw) - offset} remain")
-        out[i] = bytes(view[offset : offset + length])
+        items.append(bytes(view[offset : offset + length]))
         offset += length
     if offset != len(raw):
         raise TensorDecodeError(f"BYTES data has {len(raw) - offset} trailing bytes after {count} elements")
-    return out
+    return np.fromiter(items, dtype=np.object_, count=count)
 
 
 def to_numpy(tensor: pb.Tensor) -> npt.NDArray[np.generic]:
@@ -104,6 +106,8 @@ def to_numpy(tensor: pb.Tensor) -> npt.NDArray[np.generic]:
     shape = tuple(int(d) for d in tensor.shape)
     if tensor.datatype not in DATATYPES:
         raise TensorDecodeError(f"unknown datatype {tensor.datatype!r}")
+    if any(dim < 0 for dim in shape):
+        raise TensorDecodeError(f"shape {list(shape)} has a negative dimension")
     count = element_count(shape)
     if tensor.datatype == "BYTES":
         return decode_bytes(tensor.raw_data, count).reshape(shape)
