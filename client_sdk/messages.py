@@ -1,0 +1,124 @@
+"""Conversion between the SDK's values and the contract's messages.
+
+Both clients (``aio`` and ``sync``) build every request and read every answer
+through this module, so they send byte-identical requests: tensors through the
+``tensors`` codec, a request id assigned when the caller gives none, model
+versions as strings, call metadata normalised once. It does no I/O and knows
+nothing of retries or deadlines (``retry`` owns those).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy.typing as npt
+
+from switchyard.v1 import gateway_pb2 as pb
+
+from .errors import SwitchyardError, Unknown, error_from
+from .results import InferResult, ModelRef, RouteInfo, StreamRequest, TensorSpec, new_request_id
+from .tensors import from_numpy, to_numpy
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+MetadataLike = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
+
+_KIND_PREFIX = "ROUTE_KIND_"
+
+
+def call_metadata(metadata: MetadataLike | None) -> Metadata | None:
+    """Metadata sent with every call, as the tuple of pairs gRPC expects."""
+    if metadata is None:
+        return None
+    pairs = metadata.items() if isinstance(metadata, Mapping) else metadata
+    return tuple((str(key).lower(), value) for key, value in pairs)
+
+
+def infer_request(
+    route: str,
+    inputs: Mapping[str, npt.ArrayLike],
+    *,
+    outputs: Sequence[str] | None = None,
+    request_id: str | None = None,
+    model_versions: Mapping[str, str | int] | None = None,
+    bypass_cache: bool = False,
+) -> pb.InferRequest:
+    """An ``InferRequest``; assigns a fresh request id when ``request_id`` is empty."""
+    if isinstance(outputs, str):
+        raise TypeError("outputs must be a sequence of output names, not a string")
+    return pb.InferRequest(
+        route=route,
+        request_id=request_id or new_request_id(),
+        inputs=[from_numpy(name, array) for name, array in inputs.items()],
+        outputs=list(outputs or ()),
+        model_versions={name: str(version) for name, version in (model_versions or {}).items()},
+        bypass_cache=bypass_cache,
+    )
+
+
+def stream_request(request: StreamRequest, seen: set[str]) -> pb.InferRequest:
+    """The message for one stream request; ``seen`` holds the ids already sent on this stream."""
+    if not isinstance(request, StreamRequest):
+        raise TypeError(f"infer_stream takes StreamRequest items, got {type(request).__name__}")
+    if not request.request_id:
+        raise ValueError("StreamRequest.request_id must not be empty")
+    if request.request_id in seen:
+        raise ValueError(f"request_id {request.request_id!r} was already sent on this stream")
+    seen.add(request.request_id)
+    return infer_request(
+        request.route,
+        request.inputs,
+        outputs=request.outputs,
+        request_id=request.request_id,
+        model_versions=request.model_versions,
+        bypass_cache=request.bypass_cache,
+    )
+
+
+def model_refs(models: Sequence[pb.ModelRef]) -> list[ModelRef]:
+    return [ModelRef(model.name, model.version) for model in models]
+
+
+def infer_result(response: pb.InferResponse, *, request_id: str = "") -> InferResult:
+    """Decodes an ``InferResponse``; ``request_id`` fills in when the response's own is empty."""
+    return InferResult(
+        outputs={tensor.name: to_numpy(tensor) for tensor in response.outputs},
+        route=response.route,
+        request_id=response.request_id or request_id,
+        models=model_refs(response.models),
+        cached=response.cached,
+    )
+
+
+def stream_item(message: pb.StreamInferResponse) -> InferResult | SwitchyardError:
+    """One stream answer: the result, or the error of the request it names."""
+    which = message.WhichOneof("result")
+    if which == "response":
+        return infer_result(message.response, request_id=message.request_id)
+    if which == "error":
+        return error_from(message.error, request_id=message.request_id)
+    return Unknown("stream message carries neither a response nor an error", request_id=message.request_id)
+
+
+def route_kind(kind: int) -> str:
+    """``ROUTE_KIND_SINGLE`` -> ``"single"``; ``"unknown"`` for kinds newer than these stubs."""
+    try:
+        name = str(pb.RouteKind.Name(kind))
+    except ValueError:
+        return "unknown"
+    return name.removeprefix(_KIND_PREFIX).lower()
+
+
+def tensor_specs(specs: Sequence[pb.TensorSpec]) -> list[TensorSpec]:
+    return [TensorSpec(spec.name, spec.datatype, tuple(int(d) for d in spec.shape)) for spec in specs]
+
+
+def route_info(info: pb.RouteInfo) -> RouteInfo:
+    return RouteInfo(
+        name=info.name,
+        kind=route_kind(info.kind),
+        description=info.description,
+        inputs=tensor_specs(info.inputs),
+        outputs=tensor_specs(info.outputs),
+        models=model_refs(info.models),
+        max_batch_size=info.max_batch_size,
+    )
