@@ -1,0 +1,72 @@
+"""Switchyard's Python SDK: call a Switchyard gateway with NumPy in and out.
+
+``Client`` (blocking) and ``AsyncClient`` (asyncio) share one API: ``routes()``,
+``route(name)``, ``infer(route, inputs)`` and ``infer_stream(requests)``.
+Failures raise ``SwitchyardError`` subclasses named for their gRPC status;
+idempotent calls are retried on ``UNAVAILABLE`` by ``RetryPolicy``. The
+``tensors`` codec is exported for code that builds contract messages itself.
+Generated contract stubs live in ``switchyard.v1``.
+"""
+
+from __future__ import annotations
+
+from .aio import AsyncClient
+from .errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    SwitchyardError,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+    error_from,
+)
+from .results import InferResult, ModelRef, RouteInfo, StreamRequest, TensorSpec, new_request_id
+from .retry import RetryPolicy
+from .sync import Client
+from .tensors import DATATYPES, TensorDecodeError, datatype_of, from_numpy, to_numpy
+
+__all__ = [
+    "DATATYPES",
+    "Aborted",
+    "AlreadyExists",
+    "AsyncClient",
+    "Cancelled",
+    "Client",
+    "DataLoss",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InferResult",
+    "Internal",
+    "InvalidArgument",
+    "ModelRef",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "RetryPolicy",
+    "RouteInfo",
+    "StreamRequest",
+    "SwitchyardError",
+    "TensorDecodeError",
+    "TensorSpec",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Unknown",
+    "datatype_of",
+    "error_from",
+    "from_numpy",
+    "new_request_id",
+    "to_numpy",
+]

@@ -1,0 +1,229 @@
+"""The asyncio client: :class:`AsyncClient`, on a ``grpc.aio`` channel.
+
+Owns the asyncio side of each call: the retry loop (decisions come from
+``retry``), the deadline of every call, and the ``InferStream`` pipeline, where
+a writer task sends requests while the caller reads answers as they come, in
+whatever order the gateway sends them. Requests and answers are built by
+``messages``; errors come from ``errors``. The channel is opened on first use,
+inside the running event loop, so a client may be constructed anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+import numpy.typing as npt
+
+from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1 import gateway_pb2_grpc
+
+from . import messages
+from .channel import channel_options
+from .errors import SwitchyardError, error_from, rpc_code
+from .results import InferResult, RouteInfo, StreamRequest
+from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy
+
+if TYPE_CHECKING:
+    from typing import Self
+
+
+class AsyncClient:
+    """Asyncio client of a Switchyard gateway.
+
+    ``default_timeout`` is the deadline, in seconds, of every call that names
+    none (None: no deadline). ``retries`` applies to idempotent calls that fail
+    with ``UNAVAILABLE`` (None: never retry). ``metadata`` goes with every call.
+    Without ``channel_credentials`` the channel is plaintext.
+
+    Use as ``async with AsyncClient("host:port") as client: ...`` or call
+    :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        default_timeout: float | None = 30.0,
+        retries: RetryPolicy | None = DEFAULT_RETRY_POLICY,
+        metadata: messages.MetadataLike | None = None,
+        channel_credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.target = target
+        self._calls = CallPolicy(default_timeout, retries)
+        self._metadata = messages.call_metadata(metadata)
+        self._credentials = channel_credentials
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: gateway_pb2_grpc.GatewayStub | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel; calls still running are cancelled. Idempotent."""
+        self._closed = True
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    def _gateway(self) -> gateway_pb2_grpc.GatewayStub:
+        if self._closed:
+            raise RuntimeError("AsyncClient is closed")
+        if self._stub is None:
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=channel_options())
+            else:
+                self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=channel_options())
+            self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
+        return self._stub
+
+    async def _unary(
+        self, method: Any, request: Any, *, timeout: float | None, idempotent: bool, request_id: str | None = None
+    ) -> Any:
+        schedule = self._calls.schedule(timeout, idempotent=idempotent)
+        while True:
+            try:
+                return await method(request, timeout=schedule.timeout(), metadata=self._metadata)
+            except grpc.aio.AioRpcError as error:
+                delay = schedule.retry_after(rpc_code(error))
+                if delay is None:
+                    raise error_from(error, request_id=request_id) from error
+            await asyncio.sleep(delay)
+
+    async def routes(self, *, timeout: float | None = None) -> list[RouteInfo]:
+        """Every route the gateway serves, sorted by name."""
+        response: pb.ListRoutesResponse = await self._unary(
+            self._gateway().ListRoutes, pb.ListRoutesRequest(), timeout=timeout, idempotent=True
+        )
+        return [messages.route_info(info) for info in response.routes]
+
+    async def route(self, name: str, *, timeout: float | None = None) -> RouteInfo:
+        """One route's description; raises ``NotFound`` for an unknown name."""
+        info: pb.RouteInfo = await self._unary(
+            self._gateway().GetRoute, pb.GetRouteRequest(name=name), timeout=timeout, idempotent=True
+        )
+        return messages.route_info(info)
+
+    async def infer(
+        self,
+        route: str,
+        inputs: Mapping[str, npt.ArrayLike],
+        *,
+        outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        model_versions: Mapping[str, str | int] | None = None,
+        bypass_cache: bool = False,
+        idempotent: bool = True,
+    ) -> InferResult:
+        """Runs one request through ``route`` and returns its outputs as NumPy arrays.
+
+        ``outputs`` selects outputs (default: all); ``model_versions`` pins
+        model name -> version; ``request_id`` defaults to a fresh id, the same
+        on every retry. ``idempotent=False`` turns retries off for routes whose
+        calls must not run twice. Raises a ``SwitchyardError`` subclass on failure.
+        """
+        request = messages.infer_request(
+            route,
+            inputs,
+            outputs=outputs,
+            request_id=request_id,
+            model_versions=model_versions,
+            bypass_cache=bypass_cache,
+        )
+        response: pb.InferResponse = await self._unary(
+            self._gateway().Infer, request, timeout=timeout, idempotent=idempotent, request_id=request.request_id
+        )
+        return messages.infer_result(response, request_id=request.request_id)
+
+    async def infer_stream(
+        self,
+        requests: AsyncIterable[StreamRequest] | Iterable[StreamRequest],
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[InferResult | SwitchyardError]:
+        """Pipelines ``requests`` on one ``InferStream`` and yields each answer as it arrives.
+
+        Requests are sent while answers are read, so a request iterable may
+        wait on earlier answers. Answers come in the gateway's order, not the
+        requests': match them by ``request_id``. A request that failed is
+        yielded as its ``SwitchyardError`` (with that ``request_id``) and the
+        stream goes on. If the stream itself fails (gateway down, deadline
+        ``timeout`` or the default passed) the error is raised and requests
+        not yet answered have no answer; streams are not retried. If
+        ``requests`` raises, or holds a duplicate ``request_id``, sending stops,
+        answers to what was sent still arrive, then that exception is raised.
+        Leaving the loop early cancels the stream (wrap the iterator in
+        ``contextlib.aclosing`` to do so at once).
+        """
+        deadline = self._calls.deadline(timeout)
+        call = self._gateway().InferStream(timeout=deadline.remaining(), metadata=self._metadata)
+        writer = asyncio.ensure_future(_send_all(call, requests))
+        try:
+            while True:
+                try:
+                    message = await call.read()
+                except grpc.aio.AioRpcError as error:
+                    raise error_from(error) from error
+                if message is grpc.aio.EOF:
+                    break
+                yield messages.stream_item(message)
+            # A writer still running here was cut off by the gateway ending the
+            # stream; the finally below stops it.
+            failure = writer.result() if writer.done() else None
+            if failure is not None:
+                raise failure
+        finally:
+            call.cancel()  # no-op once the RPC is over
+            if not writer.done():
+                writer.cancel()
+            # asyncio.wait raises our own cancellation, never the writer's.
+            await asyncio.wait([writer])
+            if not writer.cancelled():
+                writer.exception()  # retrieved, so asyncio does not log it as lost
+
+
+async def _send_all(call: Any, requests: AsyncIterable[StreamRequest] | Iterable[StreamRequest]) -> Exception | None:
+    """Writes every request on the stream, then half-closes it.
+
+    Returns what stopped the requests early (an exception from the caller's
+    iterable or a request that cannot be encoded), so the reader can raise it
+    after the answers to what was sent.
+    """
+    seen: set[str] = set()
+    failure: Exception | None = None
+    try:
+        if isinstance(requests, AsyncIterable):
+            async for request in requests:
+                if not await _send(call, messages.stream_request(request, seen)):
+                    return None
+        else:
+            for request in requests:
+                if not await _send(call, messages.stream_request(request, seen)):
+                    return None
+    except Exception as error:  # handed to the reader, raised after the answers
+        failure = error
+    try:
+        await call.done_writing()  # a no-op once the RPC is over
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass
+    return failure
+
+
+async def _send(call: Any, message: pb.InferRequest) -> bool:
+    """Writes one request; False once the RPC is over (the reader reports why)."""
+    try:
+        await call.write(message)
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        return False
+    return True
