@@ -1,0 +1,274 @@
+"""Build the Triton model repository of the bundled scikit-learn models.
+
+Usage: ``python -m switchyard.models.build [--out DIR]``.
+
+This module owns what each bundled model is: its training data and estimator,
+its ONNX export (tensor names, opset, fixed metadata) and its ``config.pbtxt``
+(shapes, dtypes, dynamic batching, instance groups). Every model is served by
+the same Python-backend runner, ``onnx_runner.py``, copied as ``1/model.py``.
+
+The build is reproducible: fixed splits and seeds, a fixed target opset and
+fixed ONNX graph names, so two builds give byte-identical files. Built
+repositories are outputs, never committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from onnx import ModelProto
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from switchyard.models.datasets import digits_split, wine_split
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "repository"
+"""Where ``python -m switchyard.models.build`` writes when ``--out`` is not given (git-ignored)."""
+
+RUNNER = Path(__file__).resolve().parent / "onnx_runner.py"
+"""The generic Python-backend model copied as every model's ``1/model.py``."""
+
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+"""Upper bound of the opsets skl2onnx may use; skl2onnx then picks the lowest that suffices."""
+
+MAX_BATCH_SIZE = 64
+PREFERRED_BATCH_SIZES = (8, 16, 32, 64)
+MAX_QUEUE_DELAY_US = 2000
+INSTANCE_COUNT = 2
+VERSION = "1"
+SEED = 0
+
+_TOOLCHAIN = ("numpy", "scikit-learn", "skl2onnx", "onnx")
+"""Packages whose versions can change the exported bytes."""
+
+_TRITON_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
+
+
+def _pbtxt_list(values: Sequence[int]) -> str:
+    return f"[ {', '.join(str(v) for v in values)} ]" if values else "[ ]"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as the client sees it.
+
+    ``dims`` excludes the batch dimension. ``reshape`` is the per-row shape the
+    backend produces when it differs from ``dims`` (``()`` for a 1-D batched output).
+    """
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    reshape: tuple[int, ...] | None = None
+
+    def onnx_type(self) -> FloatTensorType | Int64TensorType:
+        shape: list[int | None] = [None, *(self.reshape if self.reshape is not None else self.dims)]
+        if self.dtype == "float32":
+            return FloatTensorType(shape)
+        if self.dtype == "int64":
+            return Int64TensorType(shape)
+        raise ValueError(f"unsupported dtype {self.dtype!r}")
+
+    def pbtxt(self) -> str:
+        lines = [
+            f'    name: "{self.name}"',
+            f"    data_type: {_TRITON_TYPES[self.dtype]}",
+            f"    dims: {_pbtxt_list(self.dims)}",
+        ]
+        if self.reshape is not None:
+            lines.append(f"    reshape: {{ shape: {_pbtxt_list(self.reshape)} }}")
+        return "  {\n" + "\n".join(lines) + "\n  }"
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted pipeline and its scores on the held-out split."""
+
+    estimator: Pipeline
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A bundled model: name, client-visible tensors and how to train it."""
+
+    name: str
+    description: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    train: Callable[[], TrainedModel]
+    classifier: bool = False
+
+
+def _train_digits_logreg() -> TrainedModel:
+    split = digits_split()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=SEED))
+    model.fit(split.X_train, split.y_train)
+    return TrainedModel(model, {"accuracy": float(accuracy_score(split.y_test, model.predict(split.X_test)))})
+
+
+def _train_wine_classifier() -> TrainedModel:
+    split = wine_split()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=SEED))
+    model.fit(split.X_train, split.y_train)
+    return TrainedModel(model, {"accuracy": float(accuracy_score(split.y_test, model.predict(split.X_test)))})
+
+
+def _train_wine_alcohol_regressor() -> TrainedModel:
+    split = wine_split()
+    model = make_pipeline(StandardScaler(), Ridge(alpha=10.0))
+    model.fit(split.X_train, split.alcohol_train)
+    predicted = model.predict(split.X_test)
+    return TrainedModel(
+        model,
+        {
+            "r2": float(r2_score(split.alcohol_test, predicted)),
+            "mae": float(np.mean(np.abs(split.alcohol_test - predicted))),
+        },
+    )
+
+
+# Triton requires non-empty dims, so a label with one value per row is declared
+# [1] and reshaped to [] (the runner produces shape [batch]).
+_LABEL = TensorSpec("label", "int64", (1,), reshape=())
+
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="digits_logreg",
+        description="Handwritten digit (0-9) from 8x8 images: StandardScaler + LogisticRegression.",
+        inputs=(TensorSpec("image", "float32", (64,)),),
+        outputs=(_LABEL, TensorSpec("probabilities", "float32", (10,))),
+        train=_train_digits_logreg,
+        classifier=True,
+    ),
+    ModelSpec(
+        name="wine_classifier",
+        description="Wine cultivar (0-2) from 12 measurements: StandardScaler + LogisticRegression.",
+        inputs=(TensorSpec("features", "float32", (12,)),),
+        outputs=(_LABEL, TensorSpec("probabilities", "float32", (3,))),
+        train=_train_wine_classifier,
+        classifier=True,
+    ),
+    ModelSpec(
+        name="wine_alcohol_regressor",
+        description="Alcohol (% vol) from the same 12 wine measurements: StandardScaler + Ridge.",
+        inputs=(TensorSpec("features", "float32", (12,)),),
+        outputs=(TensorSpec("alcohol", "float32", (1,)),),
+        train=_train_wine_alcohol_regressor,
+    ),
+)
+
+
+def export_onnx(spec: ModelSpec, estimator: Pipeline) -> ModelProto:
+    """Convert a fitted pipeline to ONNX with the spec's tensor names and fixed metadata."""
+    options: dict[Any, dict[str, Any]] | None = None
+    if spec.classifier:
+        # zipmap=False: probabilities as a plain float tensor, not a list of dicts.
+        options = {id(estimator.steps[-1][1]): {"zipmap": False}}
+    onnx_model: ModelProto = convert_sklearn(
+        estimator,
+        name=spec.name,  # the default graph name is a random UUID
+        initial_types=[(t.name, t.onnx_type()) for t in spec.inputs],
+        final_types=[(t.name, t.onnx_type()) for t in spec.outputs],
+        options=options,
+        target_opset=TARGET_OPSET,
+    )
+    onnx_model.doc_string = spec.description
+    onnx_model.graph.doc_string = ""
+    onnx_model.model_version = int(VERSION)
+    _check_io(spec, onnx_model)
+    return onnx_model
+
+
+def _check_io(spec: ModelSpec, onnx_model: ModelProto) -> None:
+    inputs = [i.name for i in onnx_model.graph.input]
+    outputs = [o.name for o in onnx_model.graph.output]
+    if inputs != [t.name for t in spec.inputs] or outputs != [t.name for t in spec.outputs]:
+        raise RuntimeError(f"{spec.name}: exported inputs {inputs} / outputs {outputs} do not match the spec")
+
+
+def render_config(spec: ModelSpec) -> str:
+    """Return the model's ``config.pbtxt``."""
+    return (
+        f'name: "{spec.name}"\n'
+        'backend: "python"\n'
+        f"max_batch_size: {MAX_BATCH_SIZE}\n"
+        "input [\n" + ",\n".join(t.pbtxt() for t in spec.inputs) + "\n]\n"
+        "output [\n" + ",\n".join(t.pbtxt() for t in spec.outputs) + "\n]\n"
+        "dynamic_batching {\n"
+        f"  preferred_batch_size: {_pbtxt_list(PREFERRED_BATCH_SIZES)}\n"
+        f"  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}\n"
+        "}\n"
+        "instance_group [\n"
+        f"  {{ count: {INSTANCE_COUNT}, kind: KIND_CPU }}\n"
+        "]\n"
+    )
+
+
+def build_model(spec: ModelSpec, out: Path) -> dict[str, float]:
+    """Train, export and write one model folder under ``out``; return its held-out metrics."""
+    trained = spec.train()
+    onnx_model = export_onnx(spec, trained.estimator)
+    folder = out / spec.name
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / VERSION).mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(render_config(spec), encoding="utf-8")
+    (folder / VERSION / "model.onnx").write_bytes(onnx_model.SerializeToString())
+    (folder / VERSION / "model.py").write_bytes(RUNNER.read_bytes())
+    return trained.metrics
+
+
+def build_repository(out: Path, models: Sequence[ModelSpec] = MODELS, verbose: bool = False) -> Path:
+    """Build every model into the repository folder ``out`` (created if needed) and return it.
+
+    Model folders already in ``out`` are replaced; other entries are left alone.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for spec in models:
+        metrics = build_model(spec, out)
+        if verbose:
+            scores = ", ".join(f"{key}={value:.4f}" for key, value in metrics.items())
+            print(f"{spec.name}: held-out {scores}")
+    return out
+
+
+def source_fingerprint() -> str:
+    """Hex digest of everything that determines the built files: these sources and the toolchain versions.
+
+    A repository built when the fingerprint was different is stale.
+    """
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ("build.py", "datasets.py", "onnx_runner.py"):
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+    for package in _TOOLCHAIN:
+        digest.update(f"{package}=={importlib.metadata.version(package)}\0".encode())
+    return digest.hexdigest()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m switchyard.models.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"repository folder (default: {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+    out = build_repository(args.out, verbose=True)
+    print(f"model repository written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
