@@ -28,6 +28,7 @@ from switchyard.proxy.app import Gateway, PortInUse
 from switchyard.proxy.config import load_routes
 from switchyard.proxy.errors import ConfigError, GatewayError
 from switchyard.proxy.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewaySettings
+from switchyard.server.triton import LocalTriton, LocalTritonError
 
 log = logging.getLogger("switchyard")
 
@@ -38,7 +39,10 @@ def default_model_repository() -> Path:
 
 
 def ensure_model_repository(path: Path) -> Path:
-    """Builds the bundled models into ``path`` unless a build of the current sources is there."""
+    """Builds the bundled models into ``path`` unless a build of the current sources is there.
+
+    The stamp file records which sources built it, so an upgrade rebuilds.
+    """
     from switchyard.models.build import build_repository, source_fingerprint
 
     stamp = path / ".build-fingerprint"
@@ -77,9 +81,9 @@ async def serve(args: argparse.Namespace) -> int:
     gateway: Gateway | None = None
     try:
         if not args.triton_url:
-            from switchyard.server.triton import LocalTriton
-
-            repository = ensure_model_repository(args.model_repository or default_model_repository())
+            # A repository named on the command line is the user's: used as it
+            # is. The default one is ours: built, and rebuilt when stale.
+            repository = args.model_repository or ensure_model_repository(default_model_repository())
             triton = LocalTriton(repository, grpc_port=args.triton_grpc_port)
             log.info("starting local Triton (model repository %s)", repository)
             await triton.start()
@@ -88,10 +92,7 @@ async def serve(args: argparse.Namespace) -> int:
         gateway = Gateway(settings, routes)
         port = await gateway.start()
         print(f"switchyard: serving on {settings.host}:{port}", flush=True)
-        stop_wait = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({stop_wait, asyncio.ensure_future(gateway.wait_for_termination())},
-                                     return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
+        await stop.wait()
         log.info("shutting down: draining in-flight calls for up to %g s", settings.grace_s)
         return 0
     finally:
@@ -122,7 +123,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, help=f"metrics port (default {DEFAULT_METRICS_PORT}; 0 picks one)")
     s.add_argument("--no-metrics", action="store_true", help="do not serve metrics")
     s.add_argument("--grace-s", type=float, help="seconds in-flight calls may finish after SIGTERM")
-    s.add_argument("--model-repository", type=Path, help="model repository for the local Triton (built if missing)")
+    s.add_argument(
+        "--model-repository",
+        type=Path,
+        help="use this model repository as it is "
+        "(default: the bundled models, built into the user cache when missing or stale)",
+    )
     s.add_argument("--triton-grpc-port", type=int, default=0, help="gRPC port of the local Triton (default: any free)")
     s.set_defaults(func=lambda a: uvloop.run(serve(a)))
 
@@ -147,11 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayError as exc:
         print(f"switchyard: error: {exc.message}", file=sys.stderr)
         return 1
-    except Exception as exc:  # a missing binary and the like: say it plainly, no traceback
-        if type(exc).__name__ in {"TritonNotInstalled", "TritonStartError"}:
-            print(f"switchyard: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+    except LocalTritonError as exc:  # binary missing, port taken, Triton exited: no traceback
+        print(f"switchyard: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
