@@ -1,14 +1,21 @@
-"""Shared fixtures of the integration tests: one built model repository and one local Triton per session."""
+"""Shared fixtures of the integration tests: one model repository, one local Triton and one gateway per session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from switchyard.client.channel import channel_options
 from switchyard.models.build import build_repository
+from switchyard.proxy.config import load_routes
+from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.triton import LocalTriton
+from switchyard.v1 import gateway_pb2_grpc
+
+from .gateway_thread import GatewayThread
 
 TRITON_READY_TIMEOUT_S = 120.0
 
@@ -29,3 +36,28 @@ def local_triton(model_repository: Path, tmp_path_factory: pytest.TempPathFactor
         yield triton
     finally:
         triton.stop_sync()
+
+
+@pytest.fixture(scope="session")
+def gateway_thread(local_triton: LocalTriton) -> Iterator[GatewayThread]:
+    """The gateway with the bundled default routes, in front of ``local_triton``, on a free loopback port."""
+    settings = GatewaySettings(
+        triton_url=local_triton.grpc_url,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        max_message_bytes=32 * 1024 * 1024,
+        health_interval_s=0.5,
+    )
+    gateway = GatewayThread(settings, load_routes(None))
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_stub(gateway_thread: GatewayThread) -> Iterator[gateway_pb2_grpc.GatewayStub]:
+    """A plain generated stub on one channel to the gateway (what any-language clients use)."""
+    with grpc.insecure_channel(gateway_thread.target, options=channel_options()) as channel:
+        yield gateway_pb2_grpc.GatewayStub(channel)

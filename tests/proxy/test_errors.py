@@ -13,8 +13,11 @@ S = grpc.StatusCode
 @pytest.mark.parametrize(
     ("error", "code", "message"),
     [
-        (errors.InvalidInput("inputs[image].shape[1]", "expected 64, got 63"), S.INVALID_ARGUMENT,
-         "inputs[image].shape[1]: expected 64, got 63"),
+        (
+            errors.InvalidInput("inputs[image].shape[1]", "expected 64, got 63"),
+            S.INVALID_ARGUMENT,
+            "inputs[image].shape[1]: expected 64, got 63",
+        ),
         (errors.RouteNotFound("nope"), S.NOT_FOUND, "route: no route named 'nope'"),
         (errors.ModelNotFound("model 'm' is gone"), S.NOT_FOUND, "model 'm' is gone"),
         (errors.BackendUnavailable("down"), S.UNAVAILABLE, "down"),
@@ -24,7 +27,9 @@ S = grpc.StatusCode
         (errors.internal_error("abc"), S.INTERNAL, "internal error (request id abc)"),
     ],
 )
-def test_domain_errors_carry_status_and_message(error: errors.GatewayError, code: grpc.StatusCode, message: str) -> None:
+def test_domain_errors_carry_status_and_message(
+    error: errors.GatewayError, code: grpc.StatusCode, message: str
+) -> None:
     assert error.code is code
     assert error.message == message
 

@@ -23,7 +23,10 @@ def _cupy() -> ModuleType | None:
 
 
 CUPY = _cupy()
-MODULES = [pytest.param(np, id="numpy"), pytest.param(CUPY, id="cupy", marks=pytest.mark.skipif(CUPY is None, reason="no CUDA device or CuPy"))]
+MODULES = [
+    pytest.param(np, id="numpy"),
+    pytest.param(CUPY, id="cupy", marks=pytest.mark.skipif(CUPY is None, reason="no CUDA device or CuPy")),
+]
 
 rng = np.random.default_rng(7)
 SCORES = rng.normal(size=(5, 10)).astype(np.float32)

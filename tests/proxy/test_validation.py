@@ -45,23 +45,80 @@ def _image(r: pb.InferRequest) -> pb.Tensor:
 
 CASES = [
     ("missing input", mutate(lambda r: r.inputs.pop()), "inputs[mask]", "required input is missing"),
-    ("unknown input", mutate(lambda r: r.inputs.add(name="extra", datatype="FP32", shape=[2])), "inputs[extra].name", "unknown input"),
+    (
+        "unknown input",
+        mutate(lambda r: r.inputs.add(name="extra", datatype="FP32", shape=[2])),
+        "inputs[extra].name",
+        "unknown input",
+    ),
     ("duplicate input", mutate(lambda r: r.inputs.append(r.inputs[0])), "inputs[image].name", "given twice"),
-    ("wrong datatype", mutate(lambda r: setattr(_image(r), "datatype", "FP64")), "inputs[image].datatype", "expected FP32, got FP64"),
-    ("unknown datatype", mutate(lambda r: setattr(_image(r), "datatype", "FLOAT")), "inputs[image].datatype", "unknown datatype"),
+    (
+        "wrong datatype",
+        mutate(lambda r: setattr(_image(r), "datatype", "FP64")),
+        "inputs[image].datatype",
+        "expected FP32, got FP64",
+    ),
+    (
+        "unknown datatype",
+        mutate(lambda r: setattr(_image(r), "datatype", "FLOAT")),
+        "inputs[image].datatype",
+        "unknown datatype",
+    ),
     ("wrong rank", mutate(lambda r: _image(r).shape.append(1)), "inputs[image].shape", "expected rank 2"),
-    ("wrong dim", mutate(lambda r: _image(r).shape.__setitem__(1, 63)), "inputs[image].shape[1]", "expected 64, got 63"),
+    (
+        "wrong dim",
+        mutate(lambda r: _image(r).shape.__setitem__(1, 63)),
+        "inputs[image].shape[1]",
+        "expected 64, got 63",
+    ),
     ("negative dim", mutate(lambda r: _image(r).shape.__setitem__(0, -2)), "inputs[image].shape[0]", "must be >= 0"),
-    ("short bytes", mutate(lambda r: setattr(_image(r), "raw_data", _image(r).raw_data[:-1])), "inputs[image].raw_data", "needs 512"),
-    ("huge shape tiny bytes", mutate(lambda r: _image(r).shape.__setitem__(0, 10**12)), "inputs[image].shape[0]", "exceeds"),
-    ("empty batch", mutate(lambda r: [t.shape.__setitem__(0, 0) for t in r.inputs] and [setattr(t, "raw_data", b"") for t in r.inputs]), "inputs[image].shape[0]", "batch is empty"),
+    (
+        "short bytes",
+        mutate(lambda r: setattr(_image(r), "raw_data", _image(r).raw_data[:-1])),
+        "inputs[image].raw_data",
+        "needs 512",
+    ),
+    (
+        "huge shape tiny bytes",
+        mutate(lambda r: _image(r).shape.__setitem__(0, 10**12)),
+        "inputs[image].shape[0]",
+        "exceeds",
+    ),
+    (
+        "empty batch",
+        mutate(
+            lambda r: [t.shape.__setitem__(0, 0) for t in r.inputs] and [setattr(t, "raw_data", b"") for t in r.inputs]
+        ),
+        "inputs[image].shape[0]",
+        "batch is empty",
+    ),
     ("batch above max", mutate(lambda r: r.CopyFrom(good(9))), "inputs[image].shape[0]", "maximum of 8"),
-    ("mismatched batches", mutate(lambda r: r.inputs[1].CopyFrom(from_numpy("mask", np.array([b"a"] * 3, dtype=object)))), "inputs[mask].shape[0]", "differs"),
-    ("bad BYTES lengths", mutate(lambda r: setattr(r.inputs[1], "raw_data", b"\xff\x00\x00\x00ab")), "inputs[mask].raw_data", "declares 255 bytes"),
+    (
+        "mismatched batches",
+        mutate(lambda r: r.inputs[1].CopyFrom(from_numpy("mask", np.array([b"a"] * 3, dtype=object)))),
+        "inputs[mask].shape[0]",
+        "differs",
+    ),
+    (
+        "bad BYTES lengths",
+        mutate(lambda r: setattr(r.inputs[1], "raw_data", b"\xff\x00\x00\x00ab")),
+        "inputs[mask].raw_data",
+        "declares 255 bytes",
+    ),
     ("unknown output", mutate(lambda r: r.outputs.append("logits")), "outputs[0]", "unknown output 'logits'"),
     ("output twice", mutate(lambda r: r.outputs.extend(["label", "label"])), "outputs[1]", "requested twice"),
-    ("pin unknown model", mutate(lambda r: r.model_versions.__setitem__("other", "1")), "model_versions[other]", "does not use model"),
-    ("pin bad version", mutate(lambda r: r.model_versions.__setitem__("m", "latest")), "model_versions[m]", "positive integer"),
+    (
+        "pin unknown model",
+        mutate(lambda r: r.model_versions.__setitem__("other", "1")),
+        "model_versions[other]",
+        "does not use model",
+    ),
+    (
+        "pin bad version",
+        mutate(lambda r: r.model_versions.__setitem__("m", "latest")),
+        "model_versions[m]",
+        "positive integer",
+    ),
     ("long request id", mutate(lambda r: setattr(r, "request_id", "x" * 200)), "request_id", "at most 128"),
 ]
 
