@@ -1,0 +1,39 @@
+# Entry points for the repeated commands. `make test` is what CI runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv serve test unit protos models lint typecheck clean
+
+$(BIN)/switchyard: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+venv: $(BIN)/switchyard
+
+serve: venv            ## local Triton + bundled models + gateway on :8500
+	$(BIN)/switchyard serve
+
+test: venv             ## the whole suite: unit + integration against real Triton and grpcurl
+	$(BIN)/python -m pytest
+
+unit: venv             ## fast tests only (no Triton)
+	$(BIN)/python -m pytest -m "not integration"
+
+protos: venv           ## regenerate client_sdk/v1 from protos/
+	$(BIN)/python scripts/gen_protos.py
+
+models: venv           ## build the bundled model repository
+	$(BIN)/switchyard models build
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
