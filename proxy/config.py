@@ -37,11 +37,11 @@ start-up with the route and field named.
 
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from switchyard.proxy.errors import ConfigError

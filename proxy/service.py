@@ -72,7 +72,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 outcome = await self._answer(request, context.time_remaining())
                 if isinstance(outcome, GatewayError):
                     message = pb.StreamInferResponse(
-                        request_id=request.request_id, error=pb.Status(code=outcome.code.value[0], message=outcome.message)
+                        request_id=request.request_id,
+                        error=pb.Status(code=outcome.code.value[0], message=outcome.message),
                     )
                 else:
                     message = pb.StreamInferResponse(request_id=outcome.request_id, response=outcome)
@@ -115,7 +116,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             timeout = min(timeout, route_timeout)
         return timeout
 
-    async def _answer(self, request: pb.InferRequest, client_remaining: float | None) -> pb.InferResponse | GatewayError:
+    async def _answer(
+        self, request: pb.InferRequest, client_remaining: float | None
+    ) -> pb.InferResponse | GatewayError:
         label = request.route if request.route in self._routes else UNKNOWN_ROUTE
         started = time.monotonic()
         ctx = CallContext.start(request.request_id, label, self._timeout(client_remaining, None))

@@ -31,7 +31,9 @@ def check_request(
 ) -> None:
     """Raises InvalidInput for the first problem found in ``request``."""
     if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
-        raise InvalidInput("request_id", f"is {len(request.request_id)} characters long, at most {MAX_REQUEST_ID_LENGTH}")
+        raise InvalidInput(
+            "request_id", f"is {len(request.request_id)} characters long, at most {MAX_REQUEST_ID_LENGTH}"
+        )
     total = sum(len(t.raw_data) for t in request.inputs)
     if total > max_request_bytes:
         raise InvalidInput("inputs", f"carry {total} bytes, this route accepts at most {max_request_bytes}")
@@ -40,7 +42,9 @@ def check_request(
     seen: set[str] = set()
     for i, name in enumerate(request.outputs):
         if name not in known_outputs:
-            raise InvalidInput(f"outputs[{i}]", f"unknown output {name!r} (route outputs: {', '.join(sorted(known_outputs))})")
+            raise InvalidInput(
+                f"outputs[{i}]", f"unknown output {name!r} (route outputs: {', '.join(sorted(known_outputs))})"
+            )
         if name in seen:
             raise InvalidInput(f"outputs[{i}]", f"output {name!r} is requested twice")
         seen.add(name)
@@ -50,7 +54,9 @@ def check_request(
 def _check_versions(pins: Mapping[str, str], models: Sequence[str]) -> None:
     for model, version in pins.items():
         if model not in models:
-            raise InvalidInput(f"model_versions[{model}]", f"this route does not use model {model!r} (uses: {', '.join(models)})")
+            raise InvalidInput(
+                f"model_versions[{model}]", f"this route does not use model {model!r} (uses: {', '.join(models)})"
+            )
         if not _VERSION.match(version):
             raise InvalidInput(f"model_versions[{model}]", f"version must be a positive integer, got {version!r}")
 
@@ -64,7 +70,9 @@ def _check_inputs(tensors: Sequence[pb.Tensor], specs: Sequence[TensorSpec], max
         field = f"inputs[{tensor.name}]" if tensor.name else "inputs[]"
         spec = by_name.get(tensor.name)
         if spec is None:
-            raise InvalidInput(f"{field}.name", f"unknown input {tensor.name!r} (route inputs: {', '.join(sorted(by_name))})")
+            raise InvalidInput(
+                f"{field}.name", f"unknown input {tensor.name!r} (route inputs: {', '.join(sorted(by_name))})"
+            )
         if tensor.name in seen:
             raise InvalidInput(f"{field}.name", "input is given twice")
         seen.add(tensor.name)
@@ -74,7 +82,9 @@ def _check_inputs(tensors: Sequence[pb.Tensor], specs: Sequence[TensorSpec], max
             if size == 0:
                 raise InvalidInput(f"{field}.shape[0]", "batch is empty")
             if size > max_batch_size:
-                raise InvalidInput(f"{field}.shape[0]", f"batch of {size} exceeds this route's maximum of {max_batch_size}")
+                raise InvalidInput(
+                    f"{field}.shape[0]", f"batch of {size} exceeds this route's maximum of {max_batch_size}"
+                )
             if batch is not None and size != batch:
                 raise InvalidInput(f"{field}.shape[0]", f"batch of {size} differs from {batch_from}'s batch of {batch}")
             batch, batch_from = size, field
@@ -91,7 +101,9 @@ def _check_shape(tensor: pb.Tensor, spec: TensorSpec, field: str) -> None:
         raise InvalidInput(f"{field}.datatype", f"expected {spec.datatype}, got {tensor.datatype}")
     shape = list(tensor.shape)
     if len(shape) != len(spec.shape):
-        raise InvalidInput(f"{field}.shape", f"expected rank {len(spec.shape)} {list(spec.shape)}, got rank {len(shape)} {shape}")
+        raise InvalidInput(
+            f"{field}.shape", f"expected rank {len(spec.shape)} {list(spec.shape)}, got rank {len(shape)} {shape}"
+        )
     for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
         if got < 0:
             raise InvalidInput(f"{field}.shape[{axis}]", f"dimension must be >= 0, got {got}")

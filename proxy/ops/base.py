@@ -47,7 +47,9 @@ class Op(BaseModel):
         try:
             return specs[self.tensor]
         except KeyError:
-            raise OpTypeError(f"tensor {self.tensor!r} does not exist here (have: {', '.join(sorted(specs))})") from None
+            raise OpTypeError(
+                f"tensor {self.tensor!r} does not exist here (have: {', '.join(sorted(specs))})"
+            ) from None
 
     def output_specs(self, specs: Specs) -> Specs:
         """Specs after this op; raises OpTypeError when it cannot apply."""

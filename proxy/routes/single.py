@@ -38,7 +38,9 @@ class SingleModelRoute(Route):
         for spec in model.inputs:
             got = produced.get(spec.name)
             if got is None:
-                raise ConfigError(f"{where}.pre: model {model.name!r} needs input {spec} which the route does not produce")
+                raise ConfigError(
+                    f"{where}.pre: model {model.name!r} needs input {spec} which the route does not produce"
+                )
             if not spec.accepts(got):
                 raise ConfigError(f"{where}.pre: model {model.name!r} needs input {spec}, the route produces {got}")
         outputs = chain_specs(self._post, model.outputs, f"{where}.post")
@@ -90,5 +92,7 @@ def _declared_inputs(config: RouteConfig, model: ModelInfo, where: str) -> list[
     if model.max_batch_size > 0:
         for i, spec in enumerate(specs):
             if spec.shape[0] != -1:
-                raise ConfigError(f"{where}.inputs[{i}].shape: first dimension must be -1 (the batch); got {list(spec.shape)}")
+                raise ConfigError(
+                    f"{where}.inputs[{i}].shape: first dimension must be -1 (the batch); got {list(spec.shape)}"
+                )
     return specs
