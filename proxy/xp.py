@@ -32,7 +32,10 @@ def array_module() -> ModuleType:
 
 
 def to_device(array: Any, xp: ModuleType) -> Any:
-    return array if xp is np else xp.asarray(array)
+    """``array`` on ``xp``'s device; object arrays (BYTES tensors) stay on the host, where only CPU ops read them."""
+    if xp is np or (isinstance(array, np.ndarray) and array.dtype == object):
+        return array
+    return xp.asarray(array)
 
 
 def to_host(array: Any) -> np.ndarray:

@@ -6,7 +6,17 @@ registers the built-in ops (see ``op_names()``).
 
 from __future__ import annotations
 
-from switchyard.proxy.ops import classification, tensor_ops
+from switchyard.proxy.ops import classification, image_ops, postprocess_ops, tensor_ops
 from switchyard.proxy.ops.base import Op, OpTypeError, build_op, op_names, register_op
 
-__all__ = ["Op", "OpTypeError", "build_op", "op_names", "register_op", "classification", "tensor_ops"]
+__all__ = [
+    "Op",
+    "OpTypeError",
+    "build_op",
+    "op_names",
+    "register_op",
+    "classification",
+    "image_ops",
+    "postprocess_ops",
+    "tensor_ops",
+]
