@@ -19,21 +19,26 @@ import hashlib
 import importlib.metadata
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from onnx import ModelProto
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, r2_score
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
-from switchyard.models.datasets import digits_split, wine_split
+from switchyard.models.datasets import DIGITS_SIDE, Float32Array, Int64Array, digits_split, wine_split
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "repository"
 """Where ``python -m switchyard.models.build`` writes when ``--out`` is not given (git-ignored)."""
@@ -50,6 +55,17 @@ MAX_QUEUE_DELAY_US = 2000
 INSTANCE_COUNT = 2
 VERSION = "1"
 SEED = 0
+
+DIGITS_MLP_HIDDEN = (1024, 1024)
+"""Hidden layers of ``digits_mlp``: wide enough to be several times slower than ``digits_logreg`` per request."""
+
+DIGITS_MLP_EPOCHS = 8
+"""Fixed number of passes over the (shifted) training images; ``digits_mlp`` stops there, converged or not."""
+
+DIGITS_MLP_BATCH = 500
+
+WINE_CULTIVARS = 3
+"""Classes of ``wine_classifier``; one ``wine_alcohol_c<k>`` regressor per class."""
 
 _TOOLCHAIN = ("numpy", "scikit-learn", "skl2onnx", "onnx")
 """Packages whose versions can change the exported bytes."""
@@ -127,18 +143,71 @@ def _train_wine_classifier() -> TrainedModel:
     return TrainedModel(model, {"accuracy": float(accuracy_score(split.y_test, model.predict(split.X_test)))})
 
 
+def shifted_digits(X: Float32Array, y: Int64Array) -> tuple[Float32Array, Int64Array]:
+    """Return the flattened 8x8 images followed by copies shifted one pixel down, up, right and left.
+
+    Vacated pixels are 0 (background); ``y`` is repeated to match (5x the rows).
+    """
+    images = X.reshape(-1, DIGITS_SIDE, DIGITS_SIDE)
+    copies = [images]
+    for axis, step in ((1, 1), (1, -1), (2, 1), (2, -1)):
+        shifted = np.roll(images, step, axis=axis)
+        edge = 0 if step > 0 else DIGITS_SIDE - 1
+        if axis == 1:
+            shifted[:, edge, :] = 0
+        else:
+            shifted[:, :, edge] = 0
+        copies.append(shifted)
+    return np.concatenate(copies).reshape(-1, DIGITS_SIDE * DIGITS_SIDE), np.tile(y, len(copies))
+
+
+def _train_digits_mlp() -> TrainedModel:
+    split = digits_split()
+    X_train, y_train = shifted_digits(split.X_train, split.y_train)
+    model = make_pipeline(
+        StandardScaler(),
+        MLPClassifier(
+            DIGITS_MLP_HIDDEN,
+            batch_size=DIGITS_MLP_BATCH,
+            max_iter=DIGITS_MLP_EPOCHS,
+            random_state=SEED,
+        ),
+    )
+    # One BLAS thread: with more, the float sums (hence the exported bytes) depend on the core count.
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the epoch budget is fixed on purpose
+        model.fit(X_train, y_train)
+    return TrainedModel(model, {"accuracy": float(accuracy_score(split.y_test, model.predict(split.X_test)))})
+
+
+def _alcohol_regressor(X: Float32Array, alcohol: Float32Array) -> Pipeline:
+    return make_pipeline(StandardScaler(), Ridge(alpha=10.0)).fit(X, alcohol)
+
+
+def _regression_metrics(alcohol: Float32Array, predicted: npt.NDArray[np.floating[Any]]) -> dict[str, float]:
+    return {
+        "r2": float(r2_score(alcohol, predicted)),
+        "mae": float(np.mean(np.abs(alcohol - predicted))),
+    }
+
+
 def _train_wine_alcohol_regressor() -> TrainedModel:
     split = wine_split()
-    model = make_pipeline(StandardScaler(), Ridge(alpha=10.0))
-    model.fit(split.X_train, split.alcohol_train)
-    predicted = model.predict(split.X_test)
-    return TrainedModel(
-        model,
-        {
-            "r2": float(r2_score(split.alcohol_test, predicted)),
-            "mae": float(np.mean(np.abs(split.alcohol_test - predicted))),
-        },
-    )
+    model = _alcohol_regressor(split.X_train, split.alcohol_train)
+    return TrainedModel(model, _regression_metrics(split.alcohol_test, model.predict(split.X_test)))
+
+
+def _wine_alcohol_of_cultivar(cultivar: int) -> Callable[[], TrainedModel]:
+    def train() -> TrainedModel:
+        split = wine_split()
+        train_rows, test_rows = split.y_train == cultivar, split.y_test == cultivar
+        model = _alcohol_regressor(split.X_train[train_rows], split.alcohol_train[train_rows])
+        # Scored on the held-out wines of this cultivar only (by their true class).
+        predicted = model.predict(split.X_test[test_rows])
+        return TrainedModel(model, _regression_metrics(split.alcohol_test[test_rows], predicted))
+
+    train.__name__ = train.__qualname__ = f"_train_wine_alcohol_c{cultivar}"
+    return train
 
 
 # Triton requires non-empty dims, so a label with one value per row is declared
@@ -155,6 +224,17 @@ MODELS: tuple[ModelSpec, ...] = (
         classifier=True,
     ),
     ModelSpec(
+        name="digits_mlp",
+        description=(
+            "Handwritten digit (0-9) from 8x8 images, slower and more accurate than digits_logreg: "
+            "StandardScaler + MLPClassifier (1024x1024 ReLU), trained on the images and their 1-pixel shifts."
+        ),
+        inputs=(TensorSpec("image", "float32", (64,)),),
+        outputs=(_LABEL, TensorSpec("probabilities", "float32", (10,))),
+        train=_train_digits_mlp,
+        classifier=True,
+    ),
+    ModelSpec(
         name="wine_classifier",
         description="Wine cultivar (0-2) from 12 measurements: StandardScaler + LogisticRegression.",
         inputs=(TensorSpec("features", "float32", (12,)),),
@@ -168,6 +248,19 @@ MODELS: tuple[ModelSpec, ...] = (
         inputs=(TensorSpec("features", "float32", (12,)),),
         outputs=(TensorSpec("alcohol", "float32", (1,)),),
         train=_train_wine_alcohol_regressor,
+    ),
+    *(
+        ModelSpec(
+            name=f"wine_alcohol_c{cultivar}",
+            description=(
+                f"Alcohol (% vol) of a cultivar-{cultivar} wine from the same 12 measurements: StandardScaler + Ridge, "
+                f"trained only on cultivar-{cultivar} wines (route by wine_classifier's label)."
+            ),
+            inputs=(TensorSpec("features", "float32", (12,)),),
+            outputs=(TensorSpec("alcohol", "float32", (1,)),),
+            train=_wine_alcohol_of_cultivar(cultivar),
+        )
+        for cultivar in range(WINE_CULTIVARS)
     ),
 )
 
@@ -186,6 +279,11 @@ def export_onnx(spec: ModelSpec, estimator: Pipeline) -> ModelProto:
         options=options,
         target_opset=TARGET_OPSET,
     )
+    # skl2onnx collects the opsets in a set: put them in a fixed order, or the bytes vary with PYTHONHASHSEED.
+    opsets = sorted((opset.domain, opset.version) for opset in onnx_model.opset_import)
+    del onnx_model.opset_import[:]
+    for domain, version in opsets:
+        onnx_model.opset_import.add(domain=domain, version=version)
     onnx_model.doc_string = spec.description
     onnx_model.graph.doc_string = ""
     onnx_model.model_version = int(VERSION)

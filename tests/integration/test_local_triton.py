@@ -45,6 +45,14 @@ EXPECTED_METADATA = {
         [("features", "FP32", [-1, 12])],
         [("alcohol", "FP32", [-1, 1])],
     ),
+    "digits_mlp": (
+        [("image", "FP32", [-1, 64])],
+        [("label", "INT64", [-1, 1]), ("probabilities", "FP32", [-1, 10])],
+    ),
+    **{
+        f"wine_alcohol_c{cultivar}": ([("features", "FP32", [-1, 12])], [("alcohol", "FP32", [-1, 1])])
+        for cultivar in range(3)
+    },
 }
 
 
