@@ -1,7 +1,9 @@
 """Switchyard's Python SDK: call a Switchyard gateway with NumPy in and out.
 
 ``Client`` (blocking) and ``AsyncClient`` (asyncio) share one API: ``routes()``,
-``route(name)``, ``infer(route, inputs)`` and ``infer_stream(requests)``.
+``route(name)``, ``infer(route, inputs)``, ``infer_stream(requests)`` and
+``infer_progressive(route, inputs)`` (one ``ProgressiveResult`` per stage of a
+progressive route, as each arrives).
 Failures raise ``SwitchyardError`` subclasses named for their gRPC status;
 idempotent calls are retried on ``UNAVAILABLE`` by ``RetryPolicy``. The
 ``tensors`` codec is exported for code that builds contract messages itself.
@@ -31,7 +33,16 @@ from .errors import (
     Unknown,
     error_from,
 )
-from .results import InferResult, ModelRef, RouteInfo, StreamRequest, TensorSpec, new_request_id
+from .results import (
+    InferResult,
+    ModelRef,
+    ProgressiveResult,
+    RouteInfo,
+    RouteStep,
+    StreamRequest,
+    TensorSpec,
+    new_request_id,
+)
 from .retry import RetryPolicy
 from .sync import Client
 from .tensors import DATATYPES, TensorDecodeError, datatype_of, from_numpy, to_numpy
@@ -53,9 +64,11 @@ __all__ = [
     "NotFound",
     "OutOfRange",
     "PermissionDenied",
+    "ProgressiveResult",
     "ResourceExhausted",
     "RetryPolicy",
     "RouteInfo",
+    "RouteStep",
     "StreamRequest",
     "SwitchyardError",
     "TensorDecodeError",

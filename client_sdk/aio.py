@@ -1,9 +1,10 @@
 """The asyncio client: :class:`AsyncClient`, on a ``grpc.aio`` channel.
 
 Owns the asyncio side of each call: the retry loop (decisions come from
-``retry``), the deadline of every call, and the ``InferStream`` pipeline, where
+``retry``), the deadline of every call, the ``InferStream`` pipeline, where
 a writer task sends requests while the caller reads answers as they come, in
-whatever order the gateway sends them. Requests and answers are built by
+whatever order the gateway sends them, and ``InferProgressive``, read stage by
+stage. Requests and answers are built by
 ``messages``; errors come from ``errors``. The channel is opened on first use,
 inside the running event loop, so a client may be constructed anywhere.
 """
@@ -11,7 +12,7 @@ inside the running event loop, so a client may be constructed anywhere.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,8 @@ from switchyard.v1 import gateway_pb2_grpc
 from . import messages
 from .channel import channel_options
 from .errors import SwitchyardError, error_from, rpc_code
-from .results import InferResult, RouteInfo, StreamRequest
-from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy
+from .results import InferResult, ProgressiveResult, RouteInfo, StreamRequest
+from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy, check_timeout
 
 if TYPE_CHECKING:
     from typing import Self
@@ -124,14 +125,21 @@ class AsyncClient:
         request_id: str | None = None,
         model_versions: Mapping[str, str | int] | None = None,
         bypass_cache: bool = False,
+        data_key: str | None = None,
         idempotent: bool = True,
     ) -> InferResult:
         """Runs one request through ``route`` and returns its outputs as NumPy arrays.
 
         ``outputs`` selects outputs (default: all); ``model_versions`` pins
         model name -> version; ``request_id`` defaults to a fresh id, the same
-        on every retry. ``idempotent=False`` turns retries off for routes whose
-        calls must not run twice. Raises a ``SwitchyardError`` subclass on failure.
+        on every retry. ``bypass_cache`` computes a fresh answer (which still
+        refreshes the cache). ``data_key`` (up to 128 characters) names these
+        inputs in the route's data cache, so a route with one reuses the
+        pre-processed inputs stored under that key instead of hashing the input
+        bytes. ``idempotent=False`` turns retries off for routes whose calls
+        must not run twice. A parallel route's branches that failed or were
+        late under the ``partial`` policy are in ``InferResult.missing``.
+        Raises a ``SwitchyardError`` subclass on failure.
         """
         request = messages.infer_request(
             route,
@@ -140,11 +148,85 @@ class AsyncClient:
             request_id=request_id,
             model_versions=model_versions,
             bypass_cache=bypass_cache,
+            data_key=data_key,
         )
         response: pb.InferResponse = await self._unary(
             self._gateway().Infer, request, timeout=timeout, idempotent=idempotent, request_id=request.request_id
         )
         return messages.infer_result(response, request_id=request.request_id)
+
+    def infer_progressive(
+        self,
+        route: str,
+        inputs: Mapping[str, npt.ArrayLike],
+        *,
+        outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        model_versions: Mapping[str, str | int] | None = None,
+        bypass_cache: bool = False,
+        data_key: str | None = None,
+        idempotent: bool = True,
+    ) -> AsyncGenerator[ProgressiveResult, None]:
+        """Runs one request through a progressive ``route`` and yields each stage's answer as it arrives.
+
+        Use as ``async for item in client.infer_progressive(...)``: the fast
+        stage's :class:`ProgressiveResult` comes as soon as the gateway sends
+        it, better ones after it; ``final`` marks the last. A stage that failed
+        is yielded with ``error`` set (and later stages may still answer). A
+        route of another kind answers with one final message. Arguments are
+        those of :meth:`infer`; ``timeout`` (or the default) bounds the whole
+        call, every stage included.
+
+        Retries: a call the gateway refuses with ``UNAVAILABLE`` before any
+        message arrived is retried like ``infer`` (same ``request_id``, within
+        the deadline; never with ``idempotent=False``). Once a message has
+        arrived nothing is retried: a failure of the call itself (gateway down,
+        deadline passed) raises its ``SwitchyardError`` after the messages
+        already yielded. The call starts when iteration does; leaving the loop
+        early cancels it (wrap the iterator in ``contextlib.aclosing`` to do so
+        at once).
+        """
+        request = messages.infer_request(
+            route,
+            inputs,
+            outputs=outputs,
+            request_id=request_id,
+            model_versions=model_versions,
+            bypass_cache=bypass_cache,
+            data_key=data_key,
+        )
+        check_timeout(timeout)
+        if self._closed:
+            raise RuntimeError("AsyncClient is closed")
+        return self._progressive(request, timeout=timeout, idempotent=idempotent)
+
+    async def _progressive(
+        self, request: pb.InferRequest, *, timeout: float | None, idempotent: bool
+    ) -> AsyncGenerator[ProgressiveResult, None]:
+        schedule = self._calls.schedule(timeout, idempotent=idempotent)
+        while True:
+            call = self._gateway().InferProgressive(request, timeout=schedule.timeout(), metadata=self._metadata)
+            received = False
+            delay = 0.0
+            try:
+                while True:
+                    try:
+                        message = await call.read()
+                    except grpc.aio.AioRpcError as error:
+                        # Once a stage has answered, a retry would repeat it: only a refused call is retried.
+                        retry_after = None if received else schedule.retry_after(rpc_code(error))
+                        if retry_after is None:
+                            raise error_from(error, request_id=request.request_id) from error
+                        delay = retry_after
+                        break
+                    if message is grpc.aio.EOF:
+                        return
+                    received = True
+                    yield messages.progressive_result(message, request_id=request.request_id)
+            finally:
+                call.cancel()  # no-op once the RPC is over
+            await asyncio.sleep(delay)
 
     async def infer_stream(
         self,

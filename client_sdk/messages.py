@@ -16,7 +16,16 @@ import numpy.typing as npt
 from switchyard.v1 import gateway_pb2 as pb
 
 from .errors import SwitchyardError, Unknown, error_from
-from .results import InferResult, ModelRef, RouteInfo, StreamRequest, TensorSpec, new_request_id
+from .results import (
+    InferResult,
+    ModelRef,
+    ProgressiveResult,
+    RouteInfo,
+    RouteStep,
+    StreamRequest,
+    TensorSpec,
+    new_request_id,
+)
 from .tensors import from_numpy, to_numpy
 
 Metadata = tuple[tuple[str, str | bytes], ...]
@@ -41,8 +50,12 @@ def infer_request(
     request_id: str | None = None,
     model_versions: Mapping[str, str | int] | None = None,
     bypass_cache: bool = False,
+    data_key: str | None = None,
 ) -> pb.InferRequest:
-    """An ``InferRequest``; assigns a fresh request id when ``request_id`` is empty."""
+    """An ``InferRequest``; assigns a fresh request id when ``request_id`` is empty.
+
+    ``data_key`` is sent as given (the gateway checks its length).
+    """
     if isinstance(outputs, str):
         raise TypeError("outputs must be a sequence of output names, not a string")
     return pb.InferRequest(
@@ -52,6 +65,7 @@ def infer_request(
         outputs=list(outputs or ()),
         model_versions={name: str(version) for name, version in (model_versions or {}).items()},
         bypass_cache=bypass_cache,
+        data_key=data_key or "",
     )
 
 
@@ -71,6 +85,7 @@ def stream_request(request: StreamRequest, seen: set[str]) -> pb.InferRequest:
         request_id=request.request_id,
         model_versions=request.model_versions,
         bypass_cache=request.bypass_cache,
+        data_key=request.data_key,
     )
 
 
@@ -79,13 +94,18 @@ def model_refs(models: Sequence[pb.ModelRef]) -> list[ModelRef]:
 
 
 def infer_result(response: pb.InferResponse, *, request_id: str = "") -> InferResult:
-    """Decodes an ``InferResponse``; ``request_id`` fills in when the response's own is empty."""
+    """Decodes an ``InferResponse``; ``request_id`` fills in when the response's own is empty.
+
+    Each missing parallel branch becomes the error for its status, carrying the request's id.
+    """
+    request_id = response.request_id or request_id
     return InferResult(
         outputs={tensor.name: to_numpy(tensor) for tensor in response.outputs},
         route=response.route,
-        request_id=response.request_id or request_id,
+        request_id=request_id,
         models=model_refs(response.models),
         cached=response.cached,
+        missing={item.branch: error_from(item.status, request_id=request_id or None) for item in response.missing},
     )
 
 
@@ -97,6 +117,21 @@ def stream_item(message: pb.StreamInferResponse) -> InferResult | SwitchyardErro
     if which == "error":
         return error_from(message.error, request_id=message.request_id)
     return Unknown("stream message carries neither a response nor an error", request_id=message.request_id)
+
+
+def progressive_result(message: pb.ProgressiveResponse, *, request_id: str) -> ProgressiveResult:
+    """One progressive message: the stage's result, or its error (with ``request_id``)."""
+    result: InferResult | None = None
+    error: SwitchyardError | None = None
+    if message.HasField("response"):
+        result = infer_result(message.response, request_id=request_id)
+    elif message.HasField("error"):
+        error = error_from(message.error, request_id=request_id)
+    else:
+        error = Unknown("progressive message carries neither a response nor an error", request_id=request_id)
+    return ProgressiveResult(
+        stage=message.stage, stage_index=message.stage_index, final=message.final, result=result, error=error
+    )
 
 
 def route_kind(kind: int) -> str:
@@ -121,4 +156,6 @@ def route_info(info: pb.RouteInfo) -> RouteInfo:
         outputs=tensor_specs(info.outputs),
         models=model_refs(info.models),
         max_batch_size=info.max_batch_size,
+        steps=[RouteStep(step.name, model_refs(step.models)) for step in info.steps],
+        cached=info.cached,
     )

@@ -3,15 +3,16 @@
 Same API as ``aio.AsyncClient`` without ``await``, built on ``grpc``'s own
 blocking channel (no event loop per call) and safe to share between threads.
 Owns the blocking side of each call: the retry loop (decisions come from
-``retry``, waits are ``time.sleep``), every call's deadline, and
-``InferStream``, where gRPC sends the requests from its own thread while the
-caller reads answers. Requests and answers are built by ``messages``.
+``retry``, waits are ``time.sleep``), every call's deadline, ``InferStream``,
+where gRPC sends the requests from its own thread while the caller reads
+answers, and ``InferProgressive``, read stage by stage. Requests and answers
+are built by ``messages``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,8 @@ from switchyard.v1 import gateway_pb2_grpc
 from . import messages
 from .channel import channel_options
 from .errors import SwitchyardError, error_from, rpc_code
-from .results import InferResult, RouteInfo, StreamRequest
-from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy
+from .results import InferResult, ProgressiveResult, RouteInfo, StreamRequest
+from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy, check_timeout
 
 if TYPE_CHECKING:
     from typing import Self
@@ -117,6 +118,7 @@ class Client:
         request_id: str | None = None,
         model_versions: Mapping[str, str | int] | None = None,
         bypass_cache: bool = False,
+        data_key: str | None = None,
         idempotent: bool = True,
     ) -> InferResult:
         """Runs one request through ``route`` and returns its outputs as NumPy arrays.
@@ -130,11 +132,65 @@ class Client:
             request_id=request_id,
             model_versions=model_versions,
             bypass_cache=bypass_cache,
+            data_key=data_key,
         )
         response: pb.InferResponse = self._unary(
             self._gateway().Infer, request, timeout=timeout, idempotent=idempotent, request_id=request.request_id
         )
         return messages.infer_result(response, request_id=request.request_id)
+
+    def infer_progressive(
+        self,
+        route: str,
+        inputs: Mapping[str, npt.ArrayLike],
+        *,
+        outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        model_versions: Mapping[str, str | int] | None = None,
+        bypass_cache: bool = False,
+        data_key: str | None = None,
+        idempotent: bool = True,
+    ) -> Generator[ProgressiveResult, None, None]:
+        """Runs one request through a progressive ``route`` and yields each stage's answer as it arrives.
+
+        See ``AsyncClient.infer_progressive``; the arguments, retries and errors
+        are the same. The call starts when iteration does; leaving the loop
+        early (or closing the generator) cancels it.
+        """
+        request = messages.infer_request(
+            route,
+            inputs,
+            outputs=outputs,
+            request_id=request_id,
+            model_versions=model_versions,
+            bypass_cache=bypass_cache,
+            data_key=data_key,
+        )
+        check_timeout(timeout)
+        self._gateway()  # a closed client refuses the call now, not on the first next()
+        return self._progressive(request, timeout=timeout, idempotent=idempotent)
+
+    def _progressive(
+        self, request: pb.InferRequest, *, timeout: float | None, idempotent: bool
+    ) -> Generator[ProgressiveResult, None, None]:
+        schedule = self._calls.schedule(timeout, idempotent=idempotent)
+        while True:
+            responses = self._gateway().InferProgressive(request, timeout=schedule.timeout(), metadata=self._metadata)
+            received = False
+            try:
+                for message in responses:
+                    received = True
+                    yield messages.progressive_result(message, request_id=request.request_id)
+                return
+            except grpc.RpcError as error:
+                # Once a stage has answered, a retry would repeat it: only a refused call is retried.
+                delay = None if received else schedule.retry_after(rpc_code(error))
+                if delay is None:
+                    raise error_from(error, request_id=request.request_id) from error
+            finally:
+                responses.cancel()  # no-op once the RPC is over
+            time.sleep(delay)
 
     def infer_stream(
         self, requests: Iterable[StreamRequest], *, timeout: float | None = None

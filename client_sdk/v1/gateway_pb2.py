@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchyard/v1/gateway.proto\x12\rswitchyard.v1\"I\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x10\n\x08raw_data\x18\x04 \x01(\x0c\"\xfd\x01\n\x0cInferRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12%\n\x06inputs\x18\x03 \x03(\x0b\x32\x15.switchyard.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x46\n\x0emodel_versions\x18\x05 \x03(\x0b\x32..switchyard.v1.InferRequest.ModelVersionsEntry\x12\x14\n\x0c\x62ypass_cache\x18\x06 \x01(\x08\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x93\x01\n\rInferResponse\x12\r\n\x05route\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12&\n\x07outputs\x18\x03 \x03(\x0b\x32\x15.switchyard.v1.Tensor\x12\'\n\x06models\x18\x04 \x03(\x0b\x32\x17.switchyard.v1.ModelRef\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8d\x01\n\x13StreamInferResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1c.switchyard.v1.InferResponseH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.switchyard.v1.StatusH\x00\x42\x08\n\x06result\"\x13\n\x11ListRoutesRequest\">\n\x12ListRoutesResponse\x12(\n\x06routes\x18\x01 \x03(\x0b\x32\x18.switchyard.v1.RouteInfo\"\x1f\n\x0fGetRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xee\x01\n\tRouteInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.switchyard.v1.RouteKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x06inputs\x18\x04 \x03(\x0b\x32\x19.switchyard.v1.TensorSpec\x12*\n\x07outputs\x18\x05 \x03(\x0b\x32\x19.switchyard.v1.TensorSpec\x12\'\n\x06models\x18\x06 \x03(\x0b\x32\x17.switchyard.v1.ModelRef\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x05*\x8a\x01\n\tRouteKind\x12\x1a\n\x16ROUTE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11ROUTE_KIND_SINGLE\x10\x01\x12\x15\n\x11ROUTE_KIND_SERIAL\x10\x02\x12\x17\n\x13ROUTE_KIND_PARALLEL\x10\x03\x12\x1a\n\x16ROUTE_KIND_PROGRESSIVE\x10\x04\x32\xba\x02\n\x07Gateway\x12\x42\n\x05Infer\x12\x1b.switchyard.v1.InferRequest\x1a\x1c.switchyard.v1.InferResponse\x12R\n\x0bInferStream\x12\x1b.switchyard.v1.InferRequest\x1a\".switchyard.v1.StreamInferResponse(\x01\x30\x01\x12Q\n\nListRoutes\x12 .switchyard.v1.ListRoutesRequest\x1a!.switchyard.v1.ListRoutesResponse\x12\x44\n\x08GetRoute\x12\x1e.switchyard.v1.GetRouteRequest\x1a\x18.switchyard.v1.RouteInfoBY\n\x11\x64\x65v.switchyard.v1P\x01ZBgithub.com/switchyard/switchyard/gen/go/switchyard/v1;switchyardv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchyard/v1/gateway.proto\x12\rswitchyard.v1\"I\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x10\n\x08raw_data\x18\x04 \x01(\x0c\"\x8f\x02\n\x0cInferRequest\x12\r\n\x05route\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12%\n\x06inputs\x18\x03 \x03(\x0b\x32\x15.switchyard.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x46\n\x0emodel_versions\x18\x05 \x03(\x0b\x32..switchyard.v1.InferRequest.ModelVersionsEntry\x12\x14\n\x0c\x62ypass_cache\x18\x06 \x01(\x08\x12\x10\n\x08\x64\x61ta_key\x18\x07 \x01(\t\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xc0\x01\n\rInferResponse\x12\r\n\x05route\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12&\n\x07outputs\x18\x03 \x03(\x0b\x32\x15.switchyard.v1.Tensor\x12\'\n\x06models\x18\x04 \x03(\x0b\x32\x17.switchyard.v1.ModelRef\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\x12+\n\x07missing\x18\x06 \x03(\x0b\x32\x1a.switchyard.v1.BranchError\"D\n\x0b\x42ranchError\x12\x0e\n\x06\x62ranch\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0b\x32\x15.switchyard.v1.Status\"\x9e\x01\n\x13ProgressiveResponse\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x13\n\x0bstage_index\x18\x02 \x01(\x05\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12.\n\x08response\x18\x04 \x01(\x0b\x32\x1c.switchyard.v1.InferResponse\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x15.switchyard.v1.Status\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8d\x01\n\x13StreamInferResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1c.switchyard.v1.InferResponseH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.switchyard.v1.StatusH\x00\x42\x08\n\x06result\"\x13\n\x11ListRoutesRequest\">\n\x12ListRoutesResponse\x12(\n\x06routes\x18\x01 \x03(\x0b\x32\x18.switchyard.v1.RouteInfo\"\x1f\n\x0fGetRouteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xa7\x02\n\tRouteInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.switchyard.v1.RouteKind\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x06inputs\x18\x04 \x03(\x0b\x32\x19.switchyard.v1.TensorSpec\x12*\n\x07outputs\x18\x05 \x03(\x0b\x32\x19.switchyard.v1.TensorSpec\x12\'\n\x06models\x18\x06 \x03(\x0b\x32\x17.switchyard.v1.ModelRef\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\x05\x12\'\n\x05steps\x18\x08 \x03(\x0b\x32\x18.switchyard.v1.RouteStep\x12\x0e\n\x06\x63\x61\x63hed\x18\t \x01(\x08\"B\n\tRouteStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06models\x18\x02 \x03(\x0b\x32\x17.switchyard.v1.ModelRef*\x8a\x01\n\tRouteKind\x12\x1a\n\x16ROUTE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11ROUTE_KIND_SINGLE\x10\x01\x12\x15\n\x11ROUTE_KIND_SERIAL\x10\x02\x12\x17\n\x13ROUTE_KIND_PARALLEL\x10\x03\x12\x1a\n\x16ROUTE_KIND_PROGRESSIVE\x10\x04\x32\x91\x03\n\x07Gateway\x12\x42\n\x05Infer\x12\x1b.switchyard.v1.InferRequest\x1a\x1c.switchyard.v1.InferResponse\x12R\n\x0bInferStream\x12\x1b.switchyard.v1.InferRequest\x1a\".switchyard.v1.StreamInferResponse(\x01\x30\x01\x12U\n\x10InferProgressive\x12\x1b.switchyard.v1.InferRequest\x1a\".switchyard.v1.ProgressiveResponse0\x01\x12Q\n\nListRoutes\x12 .switchyard.v1.ListRoutesRequest\x1a!.switchyard.v1.ListRoutesResponse\x12\x44\n\x08GetRoute\x12\x1e.switchyard.v1.GetRouteRequest\x1a\x18.switchyard.v1.RouteInfoBY\n\x11\x64\x65v.switchyard.v1P\x01ZBgithub.com/switchyard/switchyard/gen/go/switchyard/v1;switchyardv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,32 +34,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\021dev.switchyard.v1P\001ZBgithub.com/switchyard/switchyard/gen/go/switchyard/v1;switchyardv1'
   _globals['_INFERREQUEST_MODELVERSIONSENTRY']._loaded_options = None
   _globals['_INFERREQUEST_MODELVERSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_ROUTEKIND']._serialized_start=1176
-  _globals['_ROUTEKIND']._serialized_end=1314
+  _globals['_ROUTEKIND']._serialized_start=1595
+  _globals['_ROUTEKIND']._serialized_end=1733
   _globals['_TENSOR']._serialized_start=46
   _globals['_TENSOR']._serialized_end=119
   _globals['_INFERREQUEST']._serialized_start=122
-  _globals['_INFERREQUEST']._serialized_end=375
-  _globals['_INFERREQUEST_MODELVERSIONSENTRY']._serialized_start=323
-  _globals['_INFERREQUEST_MODELVERSIONSENTRY']._serialized_end=375
-  _globals['_MODELREF']._serialized_start=377
-  _globals['_MODELREF']._serialized_end=418
-  _globals['_INFERRESPONSE']._serialized_start=421
-  _globals['_INFERRESPONSE']._serialized_end=568
-  _globals['_STATUS']._serialized_start=570
-  _globals['_STATUS']._serialized_end=609
-  _globals['_STREAMINFERRESPONSE']._serialized_start=612
-  _globals['_STREAMINFERRESPONSE']._serialized_end=753
-  _globals['_LISTROUTESREQUEST']._serialized_start=755
-  _globals['_LISTROUTESREQUEST']._serialized_end=774
-  _globals['_LISTROUTESRESPONSE']._serialized_start=776
-  _globals['_LISTROUTESRESPONSE']._serialized_end=838
-  _globals['_GETROUTEREQUEST']._serialized_start=840
-  _globals['_GETROUTEREQUEST']._serialized_end=871
-  _globals['_TENSORSPEC']._serialized_start=873
-  _globals['_TENSORSPEC']._serialized_end=932
-  _globals['_ROUTEINFO']._serialized_start=935
-  _globals['_ROUTEINFO']._serialized_end=1173
-  _globals['_GATEWAY']._serialized_start=1317
-  _globals['_GATEWAY']._serialized_end=1631
+  _globals['_INFERREQUEST']._serialized_end=393
+  _globals['_INFERREQUEST_MODELVERSIONSENTRY']._serialized_start=341
+  _globals['_INFERREQUEST_MODELVERSIONSENTRY']._serialized_end=393
+  _globals['_MODELREF']._serialized_start=395
+  _globals['_MODELREF']._serialized_end=436
+  _globals['_INFERRESPONSE']._serialized_start=439
+  _globals['_INFERRESPONSE']._serialized_end=631
+  _globals['_BRANCHERROR']._serialized_start=633
+  _globals['_BRANCHERROR']._serialized_end=701
+  _globals['_PROGRESSIVERESPONSE']._serialized_start=704
+  _globals['_PROGRESSIVERESPONSE']._serialized_end=862
+  _globals['_STATUS']._serialized_start=864
+  _globals['_STATUS']._serialized_end=903
+  _globals['_STREAMINFERRESPONSE']._serialized_start=906
+  _globals['_STREAMINFERRESPONSE']._serialized_end=1047
+  _globals['_LISTROUTESREQUEST']._serialized_start=1049
+  _globals['_LISTROUTESREQUEST']._serialized_end=1068
+  _globals['_LISTROUTESRESPONSE']._serialized_start=1070
+  _globals['_LISTROUTESRESPONSE']._serialized_end=1132
+  _globals['_GETROUTEREQUEST']._serialized_start=1134
+  _globals['_GETROUTEREQUEST']._serialized_end=1165
+  _globals['_TENSORSPEC']._serialized_start=1167
+  _globals['_TENSORSPEC']._serialized_end=1226
+  _globals['_ROUTEINFO']._serialized_start=1229
+  _globals['_ROUTEINFO']._serialized_end=1524
+  _globals['_ROUTESTEP']._serialized_start=1526
+  _globals['_ROUTESTEP']._serialized_end=1592
+  _globals['_GATEWAY']._serialized_start=1736
+  _globals['_GATEWAY']._serialized_end=2137
 # @@protoc_insertion_point(module_scope)

@@ -33,7 +33,7 @@ class Tensor(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., raw_data: _Optional[bytes] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("route", "request_id", "inputs", "outputs", "model_versions", "bypass_cache")
+    __slots__ = ("route", "request_id", "inputs", "outputs", "model_versions", "bypass_cache", "data_key")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,13 +47,15 @@ class InferRequest(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     BYPASS_CACHE_FIELD_NUMBER: _ClassVar[int]
+    DATA_KEY_FIELD_NUMBER: _ClassVar[int]
     route: str
     request_id: str
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     outputs: _containers.RepeatedScalarFieldContainer[str]
     model_versions: _containers.ScalarMap[str, str]
     bypass_cache: bool
-    def __init__(self, route: _Optional[str] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., bypass_cache: _Optional[bool] = ...) -> None: ...
+    data_key: str
+    def __init__(self, route: _Optional[str] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., bypass_cache: _Optional[bool] = ..., data_key: _Optional[str] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("name", "version")
@@ -64,18 +66,42 @@ class ModelRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class InferResponse(_message.Message):
-    __slots__ = ("route", "request_id", "outputs", "models", "cached")
+    __slots__ = ("route", "request_id", "outputs", "models", "cached", "missing")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
     route: str
     request_id: str
     outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
     cached: bool
-    def __init__(self, route: _Optional[str] = ..., request_id: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., cached: _Optional[bool] = ...) -> None: ...
+    missing: _containers.RepeatedCompositeFieldContainer[BranchError]
+    def __init__(self, route: _Optional[str] = ..., request_id: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., cached: _Optional[bool] = ..., missing: _Optional[_Iterable[_Union[BranchError, _Mapping]]] = ...) -> None: ...
+
+class BranchError(_message.Message):
+    __slots__ = ("branch", "status")
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    branch: str
+    status: Status
+    def __init__(self, branch: _Optional[str] = ..., status: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
+
+class ProgressiveResponse(_message.Message):
+    __slots__ = ("stage", "stage_index", "final", "response", "error")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    stage_index: int
+    final: bool
+    response: InferResponse
+    error: Status
+    def __init__(self, stage: _Optional[str] = ..., stage_index: _Optional[int] = ..., final: _Optional[bool] = ..., response: _Optional[_Union[InferResponse, _Mapping]] = ..., error: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("code", "message")
@@ -122,7 +148,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RouteInfo(_message.Message):
-    __slots__ = ("name", "kind", "description", "inputs", "outputs", "models", "max_batch_size")
+    __slots__ = ("name", "kind", "description", "inputs", "outputs", "models", "max_batch_size", "steps", "cached")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +156,8 @@ class RouteInfo(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: RouteKind
     description: str
@@ -137,4 +165,14 @@ class RouteInfo(_message.Message):
     outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
     max_batch_size: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[RouteKind, str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    steps: _containers.RepeatedCompositeFieldContainer[RouteStep]
+    cached: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[RouteKind, str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., max_batch_size: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[RouteStep, _Mapping]]] = ..., cached: _Optional[bool] = ...) -> None: ...
+
+class RouteStep(_message.Message):
+    __slots__ = ("name", "models")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...

@@ -46,6 +46,11 @@ class GatewayStub:
                 request_serializer=switchyard_dot_v1_dot_gateway__pb2.InferRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_gateway__pb2.StreamInferResponse.FromString,
                 _registered_method=True)
+        self.InferProgressive = channel.unary_stream(
+                '/switchyard.v1.Gateway/InferProgressive',
+                request_serializer=switchyard_dot_v1_dot_gateway__pb2.InferRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_gateway__pb2.ProgressiveResponse.FromString,
+                _registered_method=True)
         self.ListRoutes = channel.unary_unary(
                 '/switchyard.v1.Gateway/ListRoutes',
                 request_serializer=switchyard_dot_v1_dot_gateway__pb2.ListRoutesRequest.SerializeToString,
@@ -79,6 +84,16 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InferProgressive(self, request, context):
+        """Runs one request through a progressive route: one message per stage,
+        the fast model's answer first and better answers after it, each saying
+        which stage it is; the last one has `final` set. On other route kinds it
+        answers with one final message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRoutes(self, request, context):
         """Lists every route the gateway serves.
         """
@@ -105,6 +120,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.InferStream,
                     request_deserializer=switchyard_dot_v1_dot_gateway__pb2.InferRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_gateway__pb2.StreamInferResponse.SerializeToString,
+            ),
+            'InferProgressive': grpc.unary_stream_rpc_method_handler(
+                    servicer.InferProgressive,
+                    request_deserializer=switchyard_dot_v1_dot_gateway__pb2.InferRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_gateway__pb2.ProgressiveResponse.SerializeToString,
             ),
             'ListRoutes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRoutes,
@@ -173,6 +193,33 @@ class Gateway:
             '/switchyard.v1.Gateway/InferStream',
             switchyard_dot_v1_dot_gateway__pb2.InferRequest.SerializeToString,
             switchyard_dot_v1_dot_gateway__pb2.StreamInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InferProgressive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchyard.v1.Gateway/InferProgressive',
+            switchyard_dot_v1_dot_gateway__pb2.InferRequest.SerializeToString,
+            switchyard_dot_v1_dot_gateway__pb2.ProgressiveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,9 +7,23 @@ each request on a stream alike):
   ``outputs`` when given), model ``echo`` at the pinned version (default
   ``"1"``), ``cached`` unless ``bypass_cache``.
 - ``slow``: like ``echo`` after ``slow_s`` seconds.
+- ``partial``: like ``echo``, with :data:`MISSING_BRANCHES` listed as missing.
 - ``invalid``: fails with INVALID_ARGUMENT and :data:`INVALID_MESSAGE`.
 - ``abort`` (streams only): ends the whole stream with UNAVAILABLE.
 - anything else: NOT_FOUND.
+
+``InferProgressive`` answers the routes of :data:`PROGRESSIVE_ROUTES` stage by
+stage (each stage like ``echo``, with the stage's name as its model):
+
+- ``progressive``: stages ``fast`` then ``accurate`` (final).
+- ``progressive-flaky``: stage ``fast`` fails (a message with ``error``
+  UNAVAILABLE and :data:`STAGE_FAILURE`), then ``accurate`` answers (final).
+- ``progressive-abort``: stage ``fast`` answers, then the call fails with
+  UNAVAILABLE.
+
+While ``stage_gate`` is a ``threading.Event``, every stage after the first
+waits until it is set. Any other route answers once, as ``Infer`` would, in
+one final message whose stage is the route's name (a failure fails the call).
 
 An ``INT32`` input ``delay_ms`` delays a request's answer (or failure) by that
 much, so stream answers can be made to come out of order.
@@ -37,6 +51,24 @@ from switchyard.v1 import gateway_pb2_grpc
 
 INVALID_MESSAGE = "inputs[x]: datatype INT64 is not FP32"
 UNAVAILABLE_MESSAGE = "backend triton is unavailable"
+STAGE_FAILURE = "stage fast: backend triton is unavailable"
+MISSING_BRANCHES = [
+    pb.BranchError(
+        branch="linear",
+        status=pb.Status(
+            code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0], message="branch linear did not answer in time"
+        ),
+    ),
+    pb.BranchError(
+        branch="tree",
+        status=pb.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message="model tree is unavailable"),
+    ),
+]
+PROGRESSIVE_ROUTES = {
+    "progressive": ("fast", "accurate"),
+    "progressive-flaky": ("fast", "accurate"),
+    "progressive-abort": ("fast", "accurate"),
+}
 
 ROUTES = [
     pb.RouteInfo(
@@ -47,6 +79,7 @@ ROUTES = [
         outputs=[pb.TensorSpec(name="x", datatype="FP32", shape=[-1, 3])],
         models=[pb.ModelRef(name="echo", version="")],
         max_batch_size=8,
+        cached=True,
     ),
     pb.RouteInfo(
         name="ensemble",
@@ -56,6 +89,12 @@ ROUTES = [
         outputs=[pb.TensorSpec(name="label", datatype="BYTES", shape=[1])],
         models=[pb.ModelRef(name="tree", version="2"), pb.ModelRef(name="linear", version="")],
         max_batch_size=0,
+        steps=[
+            pb.RouteStep(name="trees", models=[pb.ModelRef(name="tree", version="2")]),
+            pb.RouteStep(
+                name="linear", models=[pb.ModelRef(name="linear", version=""), pb.ModelRef(name="linear", version="3")]
+            ),
+        ],
     ),
 ]
 
@@ -87,6 +126,8 @@ class ScriptedGateway(gateway_pb2_grpc.GatewayServicer):
         self.unavailable_calls = 0
         self.slow_s = 5.0
         self.stream_cancelled = threading.Event()
+        self.progressive_cancelled = threading.Event()
+        self.stage_gate: threading.Event | None = None
 
     def _record(self, method: str, request: object, context: grpc.aio.ServicerContext) -> None:
         metadata = {key: value for key, value in (context.invocation_metadata() or ())}
@@ -108,16 +149,23 @@ class ScriptedGateway(gateway_pb2_grpc.GatewayServicer):
             raise Failure(grpc.StatusCode.INVALID_ARGUMENT, INVALID_MESSAGE)
         if request.route == "abort":
             raise Failure(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE)
-        if request.route not in ("echo", "slow"):
+        if request.route not in ("echo", "slow", "partial"):
             raise Failure(grpc.StatusCode.NOT_FOUND, f"route {request.route!r} not found")
         if request.route == "slow":
             await asyncio.sleep(self.slow_s)
+        response = self._echo(request, "echo")
+        if request.route == "partial":
+            response.missing.extend(MISSING_BRANCHES)
+        return response
+
+    @staticmethod
+    def _echo(request: pb.InferRequest, model: str) -> pb.InferResponse:
         wanted = set(request.outputs)
         return pb.InferResponse(
             route=request.route,
             request_id=request.request_id,
             outputs=[tensor for tensor in request.inputs if not wanted or tensor.name in wanted],
-            models=[pb.ModelRef(name="echo", version=request.model_versions.get("echo", "1"))],
+            models=[pb.ModelRef(name=model, version=request.model_versions.get(model, "1"))],
             cached=not request.bypass_cache,
         )
 
@@ -186,3 +234,36 @@ class ScriptedGateway(gateway_pb2_grpc.GatewayServicer):
         finally:
             for task in (reader, *tasks):
                 task.cancel()
+
+    async def InferProgressive(
+        self, request: pb.InferRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProgressiveResponse]:
+        self._record("InferProgressive", request, context)
+        await self._maybe_unavailable(context)
+        try:
+            stages = PROGRESSIVE_ROUTES.get(request.route)
+            if stages is None:
+                try:
+                    response = await self._answer(request)
+                except Failure as failure:
+                    await context.abort(failure.code, failure.message)
+                    raise  # unreachable: abort raises
+                yield pb.ProgressiveResponse(stage=request.route, stage_index=0, final=True, response=response)
+                return
+            for index, stage in enumerate(stages):
+                if index > 0 and self.stage_gate is not None:
+                    # A threading.Event, as the blocking client's tests set it from their own thread.
+                    while not self.stage_gate.is_set():  # noqa: ASYNC110
+                        await asyncio.sleep(0.005)
+                final = index == len(stages) - 1
+                if request.route == "progressive-abort" and index > 0:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_MESSAGE)
+                if request.route == "progressive-flaky" and stage == "fast":
+                    status = pb.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message=STAGE_FAILURE)
+                    yield pb.ProgressiveResponse(stage=stage, stage_index=index, final=final, error=status)
+                    continue
+                response = self._echo(request, stage)
+                yield pb.ProgressiveResponse(stage=stage, stage_index=index, final=final, response=response)
+        except asyncio.CancelledError:
+            self.progressive_cancelled.set()
+            raise

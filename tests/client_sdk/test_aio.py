@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -16,15 +17,17 @@ from switchyard.client import (
     InferResult,
     InvalidArgument,
     NotFound,
+    ProgressiveResult,
     RetryPolicy,
     RouteInfo,
+    RouteStep,
     StreamRequest,
     SwitchyardError,
     TensorSpec,
     Unavailable,
 )
 
-from .scripted_gateway import INVALID_MESSAGE, UNAVAILABLE_MESSAGE, ScriptedGateway
+from .scripted_gateway import INVALID_MESSAGE, STAGE_FAILURE, UNAVAILABLE_MESSAGE, ScriptedGateway
 
 FAST_RETRIES = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
 
@@ -70,6 +73,25 @@ async def test_infer_sends_outputs_versions_and_bypass_cache(client: AsyncClient
     assert dict(call.request.model_versions) == {"echo": "3"}
 
 
+async def test_infer_sends_the_data_key(client: AsyncClient, gateway: ScriptedGateway) -> None:
+    await client.infer("echo", {"x": np.zeros(1, np.float32)}, data_key="image-42")
+    await client.infer("echo", {"x": np.zeros(1, np.float32)})
+    first, second = gateway.calls_to("Infer")
+    assert first.request.data_key == "image-42"
+    assert second.request.data_key == ""
+
+
+async def test_missing_branches_are_errors_by_branch_name(client: AsyncClient) -> None:
+    result = await client.infer("partial", {"x": np.ones(1, np.float32)}, request_id="p-1")
+    assert result["x"].tolist() == [1.0]
+    assert sorted(result.missing) == ["linear", "tree"]
+    late, down = result.missing["linear"], result.missing["tree"]
+    assert isinstance(late, DeadlineExceeded) and late.message == "branch linear did not answer in time"
+    assert isinstance(down, Unavailable) and down.message == "model tree is unavailable"
+    assert late.request_id == down.request_id == "p-1"
+    assert (await client.infer("echo", {})).missing == {}
+
+
 async def test_infer_assigns_a_request_id(client: AsyncClient, gateway: ScriptedGateway) -> None:
     result = await client.infer("echo", {"x": np.zeros(1, np.float32)})
     sent = gateway.calls_to("Infer")[0].request.request_id
@@ -112,6 +134,11 @@ async def test_routes_describe_every_route(client: AsyncClient) -> None:
         outputs=[TensorSpec("label", "BYTES", (1,))],
         models=[("tree", "2"), ("linear", "")],  # type: ignore[list-item]
         max_batch_size=0,
+        steps=[
+            RouteStep("trees", [("tree", "2")]),  # type: ignore[list-item]
+            RouteStep("linear", [("linear", ""), ("linear", "3")]),  # type: ignore[list-item]
+        ],
+        cached=False,
     )
 
 
@@ -120,6 +147,8 @@ async def test_route_by_name(client: AsyncClient) -> None:
     assert echo.kind == "single"
     assert echo.inputs == [("x", "FP32", (-1, 3))]
     assert echo.max_batch_size == 8
+    assert echo.cached is True
+    assert echo.steps == []
     with pytest.raises(NotFound, match="route 'missing' not found") as caught:
         await client.route("missing")
     assert caught.value.request_id is None
@@ -309,6 +338,13 @@ async def test_stream_sends_every_request_field(client: AsyncClient, gateway: Sc
     assert list(item.outputs) == ["b"] and item.models == [("echo", "7")] and item.cached is False
     (sent,) = gateway.stream_requests
     assert sent.request_id == request.request_id
+    assert sent.data_key == ""
+
+
+async def test_stream_sends_the_data_key(client: AsyncClient, gateway: ScriptedGateway) -> None:
+    await collect(client, [StreamRequest("echo", {}, data_key="k-1")])
+    (sent,) = gateway.stream_requests
+    assert sent.data_key == "k-1"
 
 
 async def test_stream_failure_raises_after_earlier_answers(client: AsyncClient) -> None:
@@ -381,3 +417,146 @@ async def test_many_requests_on_one_stream(client: AsyncClient, gateway: Scripte
     assert sorted(answers, key=int) == [str(i) for i in range(200)]
     assert all(answer["i"].tolist() == [int(rid)] for rid, answer in answers.items())  # type: ignore[index]
     assert len(gateway.calls_to("InferStream")) == 1
+
+
+# --- progressive ---------------------------------------------------------------------------------------------
+
+
+async def test_progressive_yields_each_stage_as_it_arrives(client: AsyncClient, gateway: ScriptedGateway) -> None:
+    # Later stages wait until the first has reached the caller: an SDK that waited for the whole
+    # stream would run into the deadline instead.
+    gateway.stage_gate = threading.Event()
+    x = np.arange(3, dtype=np.float32)
+    items: list[ProgressiveResult] = []
+    async for item in client.infer_progressive("progressive", {"x": x}, request_id="p-1", timeout=5.0):
+        items.append(item)
+        gateway.stage_gate.set()
+    assert [(item.stage, item.stage_index, item.final) for item in items] == [
+        ("fast", 0, False),
+        ("accurate", 1, True),
+    ]
+    for item in items:
+        assert isinstance(item, ProgressiveResult)
+        assert item.ok and item.error is None and item.result is not None
+        assert item.result["x"].tolist() == x.tolist()
+        assert item.result.request_id == "p-1"
+        assert item.result.models == [(item.stage, "1")]
+    (call,) = gateway.calls_to("InferProgressive")
+    assert call.request.request_id == "p-1"
+
+
+async def test_progressive_sends_every_request_field(client: AsyncClient, gateway: ScriptedGateway) -> None:
+    items = [
+        item
+        async for item in client.infer_progressive(
+            "progressive",
+            {"a": np.zeros(1), "b": np.ones(1)},
+            outputs=["b"],
+            model_versions={"accurate": 4},
+            bypass_cache=True,
+            data_key="img-7",
+        )
+    ]
+    final = items[-1].result
+    assert final is not None
+    assert list(final.outputs) == ["b"] and final.models == [("accurate", "4")] and final.cached is False
+    (call,) = gateway.calls_to("InferProgressive")
+    assert call.request.data_key == "img-7"
+    assert len(call.request.request_id) == 32
+    assert final.request_id == call.request.request_id
+
+
+async def test_progressive_failed_stage_is_yielded_with_its_error(client: AsyncClient) -> None:
+    items = [item async for item in client.infer_progressive("progressive-flaky", {}, request_id="f-1")]
+    failed, answered = items
+    assert (failed.stage, failed.stage_index, failed.final, failed.ok) == ("fast", 0, False, False)
+    assert failed.result is None
+    assert isinstance(failed.error, Unavailable)
+    assert (failed.error.message, failed.error.request_id) == (STAGE_FAILURE, "f-1")
+    assert (answered.stage, answered.final, answered.ok) == ("accurate", True, True)
+
+
+async def test_progressive_on_another_route_kind_answers_once(client: AsyncClient) -> None:
+    (item,) = [item async for item in client.infer_progressive("echo", {"x": np.ones(2)})]
+    assert (item.stage, item.stage_index, item.final, item.ok) == ("echo", 0, True, True)
+    assert item.result is not None and item.result["x"].tolist() == [1.0, 1.0]
+
+
+async def test_progressive_call_failure_raises_after_earlier_stages(
+    client: AsyncClient, gateway: ScriptedGateway
+) -> None:
+    received = []
+    with pytest.raises(Unavailable, match=UNAVAILABLE_MESSAGE) as caught:
+        async for item in client.infer_progressive("progressive-abort", {}, request_id="a-1"):
+            received.append(item.stage)
+    assert received == ["fast"]
+    assert caught.value.request_id == "a-1"
+    assert len(gateway.calls_to("InferProgressive")) == 1  # a stage had answered: not retried
+
+
+async def test_progressive_refused_call_raises_its_error(client: AsyncClient, gateway: ScriptedGateway) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        async for _ in client.infer_progressive("invalid", {}, request_id="bad-1"):
+            raise AssertionError("no message expected")
+    assert (caught.value.message, caught.value.request_id) == (INVALID_MESSAGE, "bad-1")
+    assert len(gateway.calls_to("InferProgressive")) == 1
+
+
+async def test_progressive_unavailable_before_any_message_is_retried(
+    client: AsyncClient, gateway: ScriptedGateway
+) -> None:
+    gateway.unavailable_calls = 2
+    items = [item async for item in client.infer_progressive("progressive", {})]
+    assert [item.stage for item in items] == ["fast", "accurate"]
+    calls = gateway.calls_to("InferProgressive")
+    assert len(calls) == 3
+    assert len({call.request.request_id for call in calls}) == 1
+
+
+async def test_non_idempotent_progressive_is_not_retried(client: AsyncClient, gateway: ScriptedGateway) -> None:
+    gateway.unavailable_calls = 1
+    with pytest.raises(Unavailable):
+        async for _ in client.infer_progressive("progressive", {}, idempotent=False):
+            pass
+    assert len(gateway.calls_to("InferProgressive")) == 1
+
+
+async def test_progressive_deadline_covers_every_stage(client: AsyncClient, gateway: ScriptedGateway) -> None:
+    gateway.stage_gate = threading.Event()  # never set: the second stage never answers
+    received = []
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as caught:
+        async for item in client.infer_progressive("progressive", {}, timeout=0.3, request_id="late"):
+            received.append(item.stage)
+    assert time.monotonic() - started < 2.0
+    assert received == ["fast"]
+    assert caught.value.request_id == "late"
+    seen = gateway.calls_to("InferProgressive")[0].time_remaining
+    assert seen is not None and seen <= 0.32
+
+
+async def test_leaving_progressive_early_cancels_it_on_the_server(
+    client: AsyncClient, gateway: ScriptedGateway
+) -> None:
+    gateway.stage_gate = threading.Event()  # never set
+    async with contextlib.aclosing(client.infer_progressive("progressive", {})) as stages:
+        async for item in stages:
+            assert item.stage == "fast"
+            break
+    for _ in range(100):
+        if gateway.progressive_cancelled.is_set():
+            break
+        await asyncio.sleep(0.02)
+    assert gateway.progressive_cancelled.is_set()
+
+
+async def test_progressive_checks_its_arguments_when_called(gateway: ScriptedGateway) -> None:
+    client = AsyncClient(gateway.target)
+    with pytest.raises(TypeError, match="outputs must be a sequence"):
+        client.infer_progressive("progressive", {}, outputs="y")
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        client.infer_progressive("progressive", {}, timeout=0)
+    await client.close()
+    with pytest.raises(RuntimeError, match="AsyncClient is closed"):
+        client.infer_progressive("progressive", {})
+    assert gateway.calls_to("InferProgressive") == []

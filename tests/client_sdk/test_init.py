@@ -14,6 +14,9 @@ def test_clients_results_and_helpers_are_the_modules_own() -> None:
     assert sdk.Client is sync.Client
     assert sdk.AsyncClient is aio.AsyncClient
     assert sdk.InferResult is results.InferResult
+    assert sdk.ProgressiveResult is results.ProgressiveResult
+    assert sdk.RouteInfo is results.RouteInfo
+    assert sdk.RouteStep is results.RouteStep
     assert sdk.RetryPolicy is retry.RetryPolicy
     assert sdk.from_numpy is tensors.from_numpy
     assert sdk.to_numpy is tensors.to_numpy

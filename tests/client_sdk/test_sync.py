@@ -13,13 +13,14 @@ from switchyard.client import (
     InferResult,
     InvalidArgument,
     NotFound,
+    ProgressiveResult,
     RetryPolicy,
     StreamRequest,
     SwitchyardError,
     Unavailable,
 )
 
-from .scripted_gateway import INVALID_MESSAGE, UNAVAILABLE_MESSAGE, ScriptedGateway
+from .scripted_gateway import INVALID_MESSAGE, STAGE_FAILURE, UNAVAILABLE_MESSAGE, ScriptedGateway
 
 FAST_RETRIES = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
 
@@ -43,6 +44,17 @@ def test_infer_returns_outputs_as_numpy(client: Client, threaded_gateway: Script
     assert result.request_id == threaded_gateway.calls_to("Infer")[0].request.request_id
 
 
+def test_infer_sends_the_data_key_and_decodes_missing_branches(
+    client: Client, threaded_gateway: ScriptedGateway
+) -> None:
+    result = client.infer("partial", {}, data_key="k", request_id="p")
+    assert threaded_gateway.calls_to("Infer")[0].request.data_key == "k"
+    assert sorted(result.missing) == ["linear", "tree"]
+    assert isinstance(result.missing["linear"], DeadlineExceeded)
+    assert isinstance(result.missing["tree"], Unavailable)
+    assert result.missing["tree"].request_id == "p"
+
+
 def test_invalid_argument_raises_with_the_servers_message(client: Client) -> None:
     with pytest.raises(InvalidArgument) as caught:
         client.infer("invalid", {}, request_id="b1")
@@ -54,6 +66,13 @@ def test_routes(client: Client) -> None:
     assert client.route("ensemble").models == [("tree", "2"), ("linear", "")]
     with pytest.raises(NotFound, match="route 'x' not found"):
         client.route("x")
+    ensemble = client.route("ensemble")
+    assert [(step.name, step.models) for step in ensemble.steps] == [
+        ("trees", [("tree", "2")]),
+        ("linear", [("linear", ""), ("linear", "3")]),
+    ]
+    assert ensemble.cached is False
+    assert client.route("echo").cached is True
 
 
 def test_unavailable_is_retried_with_the_same_request_id(client: Client, threaded_gateway: ScriptedGateway) -> None:
@@ -203,3 +222,82 @@ def test_duplicate_request_id_is_refused(client: Client, threaded_gateway: Scrip
     with pytest.raises(ValueError, match="request_id 'd' was already sent on this stream"):
         list(client.infer_stream(requests))
     assert len(threaded_gateway.stream_requests) == 1
+
+
+def test_stream_sends_the_data_key(client: Client, threaded_gateway: ScriptedGateway) -> None:
+    list(client.infer_stream([StreamRequest("echo", {}, data_key="k-2")]))
+    assert [request.data_key for request in threaded_gateway.stream_requests] == ["k-2"]
+
+
+def test_progressive_yields_each_stage_as_it_arrives(client: Client, threaded_gateway: ScriptedGateway) -> None:
+    # Later stages wait until the first has reached the caller (see the asyncio test).
+    gate = threaded_gateway.stage_gate = threading.Event()
+    items: list[ProgressiveResult] = []
+    for item in client.infer_progressive("progressive", {"v": np.array([5])}, data_key="d", timeout=5.0):
+        items.append(item)
+        gate.set()
+    assert [(item.stage, item.stage_index, item.final, item.ok) for item in items] == [
+        ("fast", 0, False, True),
+        ("accurate", 1, True, True),
+    ]
+    assert all(item.result is not None and item.result["v"].tolist() == [5] for item in items)
+    (call,) = threaded_gateway.calls_to("InferProgressive")
+    assert call.request.data_key == "d"
+    assert items[0].result is not None and items[0].result.request_id == call.request.request_id
+
+
+def test_progressive_failed_stage_is_yielded_with_its_error(client: Client) -> None:
+    failed, answered = client.infer_progressive("progressive-flaky", {}, request_id="f")
+    assert (failed.stage, failed.ok, failed.result) == ("fast", False, None)
+    assert isinstance(failed.error, Unavailable)
+    assert (failed.error.message, failed.error.request_id) == (STAGE_FAILURE, "f")
+    assert answered.ok and answered.final
+
+
+def test_progressive_call_failure_raises_after_earlier_stages(
+    client: Client, threaded_gateway: ScriptedGateway
+) -> None:
+    received = []
+    with pytest.raises(Unavailable, match=UNAVAILABLE_MESSAGE) as caught:
+        for item in client.infer_progressive("progressive-abort", {}, request_id="a"):
+            received.append(item.stage)
+    assert received == ["fast"]
+    assert caught.value.request_id == "a"
+    assert len(threaded_gateway.calls_to("InferProgressive")) == 1
+
+
+def test_progressive_unavailable_before_any_message_is_retried(
+    client: Client, threaded_gateway: ScriptedGateway
+) -> None:
+    threaded_gateway.unavailable_calls = 2
+    assert [item.stage for item in client.infer_progressive("progressive", {})] == ["fast", "accurate"]
+    calls = threaded_gateway.calls_to("InferProgressive")
+    assert len(calls) == 3 and len({call.request.request_id for call in calls}) == 1
+    threaded_gateway.unavailable_calls = 1
+    with pytest.raises(Unavailable):
+        list(client.infer_progressive("progressive", {}, idempotent=False))
+    assert len(threaded_gateway.calls_to("InferProgressive")) == 4
+
+
+def test_progressive_deadline(client: Client, threaded_gateway: ScriptedGateway) -> None:
+    threaded_gateway.stage_gate = threading.Event()  # never set
+    received = []
+    with pytest.raises(DeadlineExceeded):
+        for item in client.infer_progressive("progressive", {}, timeout=0.3):
+            received.append(item.stage)
+    assert received == ["fast"]
+
+
+def test_leaving_progressive_early_cancels_it_on_the_server(client: Client, threaded_gateway: ScriptedGateway) -> None:
+    threaded_gateway.stage_gate = threading.Event()  # never set
+    stages = client.infer_progressive("progressive", {})
+    assert next(stages).stage == "fast"
+    stages.close()
+    assert threaded_gateway.progressive_cancelled.wait(timeout=2)
+
+
+def test_progressive_on_a_closed_client_raises_when_called(threaded_gateway: ScriptedGateway) -> None:
+    client = Client(threaded_gateway.target)
+    client.close()
+    with pytest.raises(RuntimeError, match="Client is closed"):
+        client.infer_progressive("progressive", {})
