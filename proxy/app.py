@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from switchyard.client.channel import server_options
 from switchyard.proxy.backend.triton import TritonBackend
+from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
 from switchyard.proxy.config import RoutesFile
 from switchyard.proxy.health import HealthMonitor
 from switchyard.proxy.metrics import start_metrics_server
@@ -45,22 +46,31 @@ class Gateway:
         self._backend: TritonBackend | None = None
         self._health: HealthMonitor | None = None
         self.routes: RouteTable | None = None
+        self._cache: Cache | None = None
+        self._data_cache: Cache | None = None
 
     async def start(self) -> int:
         """Starts serving; returns the bound gRPC port."""
         s = self.settings
         self._backend = TritonBackend(s.triton_url, max_message_bytes=s.max_message_bytes)
-        models = sorted({r.model for r in self._routes_config.routes})
+        models = sorted({m for r in self._routes_config.routes for m in r.models()})
         log.info("waiting for models in Triton at %s: %s", s.triton_url, ", ".join(models))
         await self._backend.wait_models_ready(models, timeout_s=s.backend_ready_timeout_s)
-        self.routes = await build_routes(self._routes_config, self._backend)
+        self._data_cache = MemoryCache(s.data_cache_max_bytes, s.data_cache_ttl_s, name="data")
+        if s.cache_backend == "redis":
+            self._cache = RedisCache(s.redis_url, op_timeout_s=s.cache_op_timeout_s, name="redis")
+        else:
+            self._cache = MemoryCache(s.cache_max_bytes, name="memory")
+        self.routes = await build_routes(self._routes_config, self._backend, data_cache=self._data_cache)
         self._health = HealthMonitor(self.routes, self._backend, interval_s=s.health_interval_s)
 
         server = grpc.aio.server(
             options=server_options(max_message_bytes=s.max_message_bytes),
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
-        gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayService(self.routes, s, self._health), server)
+        gateway_pb2_grpc.add_GatewayServicer_to_server(
+            GatewayService(self.routes, s, self._health, cache=self._cache), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
             (
@@ -111,3 +121,7 @@ class Gateway:
         if self._backend is not None:
             await self._backend.close()
             self._backend = None
+        for cache in (self._cache, self._data_cache):
+            if cache is not None:
+                await cache.close()
+        self._cache = self._data_cache = None

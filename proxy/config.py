@@ -5,7 +5,7 @@ TOML with one ``[[routes]]`` table per route::
 
     [[routes]]
     name = "digits"                 # what clients put in InferRequest.route
-    kind = "single"                 # serving pattern (only "single" so far)
+    kind = "single"                 # single | serial | parallel | progressive
     model = "digits_logreg"         # Triton model name
     version = ""                    # pinned version; "" = latest ready
     description = "8x8 digit classifier"
@@ -39,10 +39,10 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from switchyard.proxy.errors import ConfigError
 
@@ -75,21 +75,200 @@ class OpConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class RouteConfig(BaseModel):
-    """One ``[[routes]]`` table."""
+_NAME = r"^[A-Za-z0-9_.\-]+$"
+_VERSION = r"^[0-9]*$"
+
+
+class CacheConfig(BaseModel):
+    """A route's prediction cache: answers stored by (route, versions, op parameters, input bytes)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    kind: Literal["single"] = "single"
-    model: str = Field(min_length=1)
-    version: str = Field("", pattern=r"^[0-9]*$")
+    ttl_s: float = Field(60.0, gt=0)
+
+
+class SelectConfig(BaseModel):
+    """How a serial step picks its model, row by row, from an earlier result.
+
+    Either ``models`` maps a class value (the tensor's integer value, as a
+    string) to a model, or ``threshold`` sends rows whose value is below it to
+    ``below`` and the others to ``above``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tensor: str = Field(min_length=1)
+    models: dict[str, str] | None = None
+    threshold: float | None = None
+    below: str | None = None
+    above: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SelectConfig:
+        by_class = self.models is not None
+        by_threshold = self.threshold is not None or self.below is not None or self.above is not None
+        if by_class == by_threshold:
+            raise ValueError("give either models (by class) or threshold with below and above")
+        if by_threshold and (self.threshold is None or not self.below or not self.above):
+            raise ValueError("a threshold selection needs threshold, below and above")
+        if by_class and not self.models:
+            raise ValueError("models must map at least one class to a model")
+        if by_class:
+            for key in self.models or {}:
+                if not key.lstrip("-").isdigit():
+                    raise ValueError(f"class {key!r} is not an integer")
+        return self
+
+    def choices(self) -> list[str]:
+        if self.models is not None:
+            return list(dict.fromkeys(self.models.values()))
+        return list(dict.fromkeys([self.below or "", self.above or ""]))
+
+
+class StepConfig(BaseModel):
+    """One model call of a composite route: a serial step, a parallel branch or a progressive stage.
+
+    ``inputs`` maps the model's input names to tensors of the route's working
+    set (default: the same name); ``outputs`` renames the model's outputs as
+    they enter the working set (default: keep every output under its own
+    name); ``post`` ops run on the working set after the call.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=_NAME)
+    model: str | None = Field(None, min_length=1)
+    version: str = Field("", pattern=_VERSION)
+    select: SelectConfig | None = None
+    inputs: dict[str, str] = Field(default_factory=dict)
+    outputs: dict[str, str] = Field(default_factory=dict)
+    post: list[OpConfig] = Field(default_factory=list)
+    timeout_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _model_or_select(self) -> StepConfig:
+        if (self.model is None) == (self.select is None):
+            raise ValueError("give exactly one of model or select")
+        if self.select is not None and self.version:
+            raise ValueError("version cannot be pinned on a step that selects its model")
+        return self
+
+    def models(self) -> list[str]:
+        return [self.model] if self.model is not None else (self.select.choices() if self.select else [])
+
+
+class _RouteBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=_NAME)
     description: str = ""
     timeout_s: float | None = Field(None, gt=0)
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1)
     inputs: list[TensorSpecConfig] | None = None
     pre: list[OpConfig] = Field(default_factory=list)
     post: list[OpConfig] = Field(default_factory=list)
+    cache: CacheConfig | None = None
+    coalesce: bool = False
+    data_cache: bool = False
+
+    def models(self) -> list[str]:
+        raise NotImplementedError
+
+
+class RouteConfig(_RouteBase):
+    """A single-model route."""
+
+    kind: Literal["single"] = "single"
+    model: str = Field(min_length=1)
+    version: str = Field("", pattern=_VERSION)
+
+    def models(self) -> list[str]:
+        return [self.model]
+
+
+class _CompositeBase(_RouteBase):
+    def step_list(self) -> list[StepConfig]:
+        raise NotImplementedError
+
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(m for step in self.step_list() for m in step.models()))
+
+    @model_validator(mode="after")
+    def _unique_steps(self) -> _CompositeBase:
+        names = [s.name for s in self.step_list()]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"step {name!r} is declared twice")
+        return self
+
+
+class SerialRouteConfig(_CompositeBase):
+    """Steps run in order; each one's outputs join the working set the next one reads."""
+
+    kind: Literal["serial"]
+    steps: list[StepConfig] = Field(min_length=1)
+    outputs: list[str] | None = None
+
+    def step_list(self) -> list[StepConfig]:
+        return self.steps
+
+
+class ParallelRouteConfig(_CompositeBase):
+    """Branches run at once on the same inputs; outputs are named ``<branch>.<output>``."""
+
+    kind: Literal["parallel"]
+    branches: list[StepConfig] = Field(min_length=2)
+    policy: Literal["all", "partial"] = "all"
+
+    def step_list(self) -> list[StepConfig]:
+        return self.branches
+
+    @model_validator(mode="after")
+    def _plain_branches(self) -> ParallelRouteConfig:
+        for branch in self.branches:
+            if branch.select is not None:
+                raise ValueError(f"branch {branch.name!r}: parallel branches name their model (select is serial-only)")
+        if self.policy == "partial" and self.post:
+            raise ValueError("route-level post ops need every branch; with policy 'partial' put them on the branches")
+        return self
+
+
+class ProgressiveRouteConfig(_CompositeBase):
+    """Stages (fast first) run at once; each answer is streamed as it improves on the last."""
+
+    kind: Literal["progressive"]
+    stages: list[StepConfig] = Field(min_length=2)
+
+    def step_list(self) -> list[StepConfig]:
+        return self.stages
+
+    @model_validator(mode="after")
+    def _plain_stages(self) -> ProgressiveRouteConfig:
+        for stage in self.stages:
+            if stage.select is not None:
+                raise ValueError(f"stage {stage.name!r}: progressive stages name their model")
+        if self.cache is not None or self.coalesce:
+            raise ValueError("progressive routes are neither cached nor coalesced")
+        return self
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "single"))
+    return str(getattr(value, "kind", "single"))
+
+
+AnyRouteConfig = Annotated[
+    Annotated[RouteConfig, Tag("single")]
+    | Annotated[SerialRouteConfig, Tag("serial")]
+    | Annotated[ParallelRouteConfig, Tag("parallel")]
+    | Annotated[ProgressiveRouteConfig, Tag("progressive")],
+    Discriminator(
+        _kind,
+        custom_error_type="route_kind",
+        custom_error_message="kind must be one of single, serial, parallel, progressive",
+    ),
+]
 
 
 class RoutesFile(BaseModel):
@@ -97,11 +276,11 @@ class RoutesFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    routes: list[RouteConfig] = Field(min_length=1)
+    routes: list[AnyRouteConfig] = Field(min_length=1)
 
     @field_validator("routes")
     @classmethod
-    def _unique(cls, routes: list[RouteConfig]) -> list[RouteConfig]:
+    def _unique(cls, routes: list[AnyRouteConfig]) -> list[AnyRouteConfig]:
         seen: set[str] = set()
         for route in routes:
             if route.name in seen:
@@ -116,12 +295,17 @@ def _describe(error: ValidationError, data: dict[str, Any]) -> str:
         loc = list(item["loc"])
         where = ".".join(str(p) for p in loc)
         # Name the route rather than its index: "routes[digits].model".
+        if len(loc) >= 3 and loc[0] == "routes" and loc[2] in ("single", "serial", "parallel", "progressive"):
+            loc = loc[:2] + loc[3:]  # the kind's union tag
+            where = ".".join(str(p) for p in loc)
         if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
             try:
                 name = data["routes"][loc[1]].get("name", loc[1])
             except (KeyError, IndexError, AttributeError):
                 name = loc[1]
             where = f"routes[{name}]" + "".join(f".{p}" for p in loc[2:])
+        if item["type"] == "route_kind":
+            where += ".kind"
         lines.append(f"{where}: {item['msg']}")
     return "; ".join(lines)
 

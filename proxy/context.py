@@ -27,10 +27,25 @@ class CallContext:
     deadline: float
     """``time.monotonic()`` value after which the call has failed."""
     stages: dict[str, float] = field(default_factory=dict)
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
+    """(stage name, start, end) in ``time.monotonic()`` seconds, in the order they ended."""
+    started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def start(cls, request_id: str, route: str, timeout_s: float) -> CallContext:
         return cls(request_id=request_id or new_request_id(), route=route, deadline=time.monotonic() + timeout_s)
+
+    def child(self, timeout_s: float | None) -> CallContext:
+        """The same call with a deadline no later than ``timeout_s`` from now (a branch's own timeout)."""
+        deadline = self.deadline if timeout_s is None else min(self.deadline, time.monotonic() + timeout_s)
+        return CallContext(self.request_id, self.route, deadline, self.stages, self.spans, self.started)
+
+    def timing_header(self) -> str:
+        """The spans as a Server-Timing style value: ``name;start=ms;dur=ms`` joined by commas."""
+        return ", ".join(
+            f"{name};start={(begin - self.started) * 1e3:.3f};dur={(end - begin) * 1e3:.3f}"
+            for name, begin, end in self.spans
+        )
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -42,6 +57,8 @@ class CallContext:
         try:
             yield
         finally:
-            elapsed = time.monotonic() - started
+            ended = time.monotonic()
+            elapsed = ended - started
             self.stages[name] = self.stages.get(name, 0.0) + elapsed
+            self.spans.append((name, started, ended))
             metrics.STAGE_LATENCY.labels(self.route, name).observe(elapsed)

@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from switchyard.proxy import metrics
+from switchyard.proxy.cache import Cache, Coalescer, cache_key
 from switchyard.proxy.context import CallContext, new_request_id
 from switchyard.proxy.errors import BackendUnavailable, GatewayError, internal_error
 from switchyard.proxy.health import HealthMonitor
-from switchyard.proxy.routes import RouteTable
+from switchyard.proxy.routes import ProgressiveRoute, Route, RouteTable
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.proxy.validation import check_request
 from switchyard.v1 import gateway_pb2 as pb
@@ -32,18 +33,75 @@ UNKNOWN_ROUTE = "<unknown>"
 
 
 class GatewayService(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, routes: RouteTable, settings: GatewaySettings, health: HealthMonitor) -> None:
+    def __init__(
+        self, routes: RouteTable, settings: GatewaySettings, health: HealthMonitor, *, cache: Cache | None = None
+    ) -> None:
         self._routes = routes
         self._settings = settings
         self._health = health
+        self._cache = cache
+        self._coalescer = Coalescer()
 
     # -- unary --------------------------------------------------------------
 
     async def Infer(self, request: pb.InferRequest, context: grpc.aio.ServicerContext) -> pb.InferResponse:  # noqa: N802
-        outcome = await self._answer(request, context.time_remaining())
+        outcome = await self._answer(request, context.time_remaining(), context)
         if isinstance(outcome, GatewayError):
             await context.abort(outcome.code, outcome.message)
         return outcome
+
+    async def InferProgressive(  # noqa: N802
+        self, request: pb.InferRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProgressiveResponse]:
+        """A progressive route's answers, stage by stage; other kinds answer once, final."""
+        if request.route in self._routes and isinstance(route := self._routes.get(request.route), ProgressiveRoute):
+            async for message in self._progressive(route, request, context):
+                yield message
+            return
+        outcome = await self._answer(request, context.time_remaining(), context)
+        if isinstance(outcome, GatewayError):
+            await context.abort(outcome.code, outcome.message)
+        yield pb.ProgressiveResponse(stage=request.route, stage_index=0, final=True, response=outcome)
+
+    async def _progressive(
+        self, route: ProgressiveRoute, request: pb.InferRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProgressiveResponse]:
+        label = route.name
+        started = time.monotonic()
+        ctx = CallContext.start(
+            request.request_id, label, self._timeout(context.time_remaining(), route.description.timeout_s)
+        )
+        code = grpc.StatusCode.OK
+        metrics.IN_FLIGHT.labels(label).inc()
+        answered = False
+        try:
+            self._check(request, route)
+            async with asyncio.timeout(max(ctx.remaining(), 0.0)):
+                async for index, outcome, final in route.answers(request, ctx):
+                    stage = route.stages[index].name
+                    if isinstance(outcome, GatewayError):
+                        status = pb.Status(code=outcome.code.value[0], message=outcome.message)
+                        yield pb.ProgressiveResponse(stage=stage, stage_index=index, final=final, error=status)
+                        if final and not answered:
+                            code = outcome.code
+                    else:
+                        answered = True
+                        yield pb.ProgressiveResponse(stage=stage, stage_index=index, final=final, response=outcome)
+            context.set_trailing_metadata((("switchyard-timing", ctx.timing_header()),))
+        except TimeoutError:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            await context.abort(code, "deadline exceeded before every stage answered")
+        except GatewayError as exc:
+            code = exc.code
+            log.info("request %s on route %s failed: %s %s", ctx.request_id, label, code.name, exc.message)
+            await context.abort(exc.code, exc.message)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            metrics.IN_FLIGHT.labels(label).dec()
+            metrics.REQUESTS.labels(label, code.name).inc()
+            metrics.LATENCY.labels(label).observe(time.monotonic() - started)
 
     async def ListRoutes(  # noqa: N802
         self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext
@@ -116,8 +174,55 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             timeout = min(timeout, route_timeout)
         return timeout
 
+    def _check(self, request: pb.InferRequest, route: Route) -> None:
+        description = route.description
+        check_request(
+            request,
+            description.inputs,
+            description.outputs,
+            models=description.model_names,
+            max_batch_size=description.max_batch_size,
+            max_request_bytes=description.max_request_bytes,
+        )
+
+    async def _run(self, route: Route, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:
+        """The route's answer, through the prediction cache and request coalescing where the route has them."""
+        cache = self._cache if route.cache_ttl_s is not None else None
+        if cache is None and not route.coalesce:
+            return await route.infer(request, ctx)
+        key = cache_key(route.name, route.answer_key_part(request), request.inputs, request.outputs)
+        if cache is not None and not request.bypass_cache:
+            stored = await cache.get(
+                key, route=route.name, timeout_s=min(ctx.remaining(), self._settings.cache_op_timeout_s)
+            )
+            if stored is not None:
+                response = pb.InferResponse.FromString(stored)
+                response.request_id = ctx.request_id
+                response.cached = True
+                return response
+
+        async def compute() -> pb.InferResponse:
+            response = await route.infer(request, ctx)
+            # Stored before the flight ends, so a request arriving just after
+            # it finds the answer in the cache rather than calling the backend.
+            if cache is not None and not response.missing:
+                stored = response.SerializeToString()
+                await cache.set(key, stored, route.cache_ttl_s, timeout_s=self._settings.cache_op_timeout_s)
+            return response
+
+        if not route.coalesce or request.bypass_cache:
+            return await compute()
+        shared, _joined = await self._coalescer.run(key, compute, route=route.name)
+        response = pb.InferResponse()
+        response.CopyFrom(shared)
+        response.request_id = ctx.request_id
+        return response
+
     async def _answer(
-        self, request: pb.InferRequest, client_remaining: float | None
+        self,
+        request: pb.InferRequest,
+        client_remaining: float | None,
+        context: grpc.aio.ServicerContext | None = None,
     ) -> pb.InferResponse | GatewayError:
         label = request.route if request.route in self._routes else UNKNOWN_ROUTE
         started = time.monotonic()
@@ -128,15 +233,11 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             route = self._routes.get(request.route)
             description = route.description
             ctx.deadline = started + self._timeout(client_remaining, description.timeout_s)
-            check_request(
-                request,
-                description.inputs,
-                description.outputs,
-                models=description.model_names,
-                max_batch_size=description.max_batch_size,
-                max_request_bytes=description.max_request_bytes,
-            )
-            return await route.infer(request, ctx)
+            self._check(request, route)
+            response = await self._run(route, request, ctx)
+            if context is not None and ctx.spans:
+                context.set_trailing_metadata((("switchyard-timing", ctx.timing_header()),))
+            return response
         except GatewayError as exc:
             code = exc.code
             if isinstance(exc, BackendUnavailable):

@@ -10,6 +10,7 @@ Route definitions are not settings: they live in the routes file
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,21 @@ class GatewaySettings(BaseSettings):
         120.0, gt=0, description="How long start-up waits for the route's models to be ready in Triton."
     )
     grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish before abort.")
+    cache_backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="Where cached routes keep answers: this process's memory, or Redis shared by every process.",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for cache_backend = redis.")
+    cache_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Memory bound of the in-process prediction cache."
+    )
+    cache_op_timeout_s: float = Field(
+        0.05, gt=0, description="Longest a cache lookup or store may take before it counts as a miss."
+    )
+    data_cache_max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Memory bound of the in-process cache of pre-processed inputs."
+    )
+    data_cache_ttl_s: float = Field(300.0, gt=0, description="How long pre-processed inputs stay cached.")
 
     @field_validator("triton_url")
     @classmethod

@@ -34,6 +34,8 @@ def check_request(
         raise InvalidInput(
             "request_id", f"is {len(request.request_id)} characters long, at most {MAX_REQUEST_ID_LENGTH}"
         )
+    if len(request.data_key) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidInput("data_key", f"is {len(request.data_key)} characters long, at most {MAX_REQUEST_ID_LENGTH}")
     total = sum(len(t.raw_data) for t in request.inputs)
     if total > max_request_bytes:
         raise InvalidInput("inputs", f"carry {total} bytes, this route accepts at most {max_request_bytes}")

@@ -8,13 +8,15 @@ half-configured.
 
 from __future__ import annotations
 
-from switchyard.proxy.backend.triton import TritonBackend
-from switchyard.proxy.config import RoutesFile
+from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.cache import Cache
+from switchyard.proxy.config import AnyRouteConfig, ParallelRouteConfig, RouteConfig, RoutesFile, SerialRouteConfig
 from switchyard.proxy.errors import ConfigError, GatewayError, RouteNotFound
 from switchyard.proxy.routes.base import Route, RouteDescription
+from switchyard.proxy.routes.composite import ParallelRoute, ProgressiveRoute, SerialRoute
 from switchyard.proxy.routes.single import SingleModelRoute
 
-__all__ = ["Route", "RouteDescription", "RouteTable", "build_routes"]
+__all__ = ["ProgressiveRoute", "Route", "RouteDescription", "RouteTable", "build_routes"]
 
 
 class RouteTable:
@@ -37,14 +39,40 @@ class RouteTable:
         return sorted({m for r in self._routes.values() for m in r.description.model_names})
 
 
-async def build_routes(config: RoutesFile, backend: TritonBackend, *, timeout_s: float = 10.0) -> RouteTable:
-    routes: list[Route] = []
-    infos = {}
+async def build_routes(
+    config: RoutesFile, backend: TritonBackend, *, timeout_s: float = 10.0, data_cache: Cache | None = None
+) -> RouteTable:
+    infos: dict[str, ModelInfo] = {}
     for route in config.routes:
-        if route.model not in infos:
+        for i, model in enumerate(route.models()):
+            if model in infos:
+                continue
             try:
-                infos[route.model] = await backend.model_info(route.model, timeout_s=timeout_s)
+                infos[model] = await backend.model_info(model, timeout_s=timeout_s)
             except GatewayError as exc:
-                raise ConfigError(f"routes[{route.name}].model: {exc.message}") from None
-        routes.append(SingleModelRoute(route, infos[route.model], backend))
+                raise ConfigError(f"routes[{route.name}]{_model_field(route, model, i)}: {exc.message}") from None
+    routes: list[Route] = []
+    for route in config.routes:
+        if isinstance(route, RouteConfig):
+            routes.append(SingleModelRoute(route, infos[route.model], backend, data_cache))
+        elif isinstance(route, SerialRouteConfig):
+            routes.append(SerialRoute(route, infos, backend, data_cache))
+        elif isinstance(route, ParallelRouteConfig):
+            routes.append(ParallelRoute(route, infos, backend, data_cache))
+        else:
+            routes.append(ProgressiveRoute(route, infos, backend, data_cache))
     return RouteTable(routes)
+
+
+def _model_field(route: AnyRouteConfig, model: str, _index: int) -> str:
+    """Where ``model`` is named in the route's configuration (``.steps[1].select.models``)."""
+    if isinstance(route, RouteConfig):
+        return ".model"
+    for i, step in enumerate(route.step_list()):
+        if model in step.models():
+            field = ".model" if step.model == model else ".select"
+            return f".{_STEP_FIELD[route.kind]}[{i}]{field}"
+    return ""
+
+
+_STEP_FIELD = {"serial": "steps", "parallel": "branches", "progressive": "stages"}

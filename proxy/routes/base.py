@@ -14,7 +14,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from switchyard.client.tensors import from_numpy, to_numpy
+from switchyard.proxy.cache import DATA_PREFIX, Cache, cache_key
 from switchyard.proxy.context import CallContext
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.ops import Op, OpTypeError
@@ -38,6 +41,8 @@ class RouteDescription:
     max_batch_size: int
     max_request_bytes: int
     timeout_s: float | None
+    steps: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    cached: bool = False
 
     def to_proto(self) -> pb.RouteInfo:
         return pb.RouteInfo(
@@ -48,6 +53,11 @@ class RouteDescription:
             outputs=[s.to_proto() for s in self.outputs],
             models=[pb.ModelRef(name=n, version=v) for n, v in self.models],
             max_batch_size=self.max_batch_size,
+            steps=[
+                pb.RouteStep(name=step, models=[pb.ModelRef(name=n, version=v) for n, v in models])
+                for step, models in self.steps
+            ],
+            cached=self.cached,
         )
 
     @property
@@ -57,6 +67,12 @@ class RouteDescription:
 
 class Route(ABC):
     description: RouteDescription
+    cache_ttl_s: float | None = None
+    """Seconds answers stay in the prediction cache; None: the route is not cached."""
+    coalesce: bool = False
+    """Whether identical requests in flight at once share one backend call."""
+    fingerprint: str = ""
+    """Everything besides the inputs that decides an answer (models, versions, op parameters)."""
 
     @property
     def name(self) -> str:
@@ -65,6 +81,51 @@ class Route(ABC):
     @abstractmethod
     async def infer(self, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:
         """Answers a request that has passed validation."""
+
+    def answer_key_part(self, request: pb.InferRequest) -> str:
+        """The fingerprint plus the request's version pins: the non-input part of a cache key."""
+        pins = ",".join(f"{m}={v}" for m, v in sorted(request.model_versions.items()))
+        return f"{self.fingerprint}|{pins}"
+
+
+def fingerprint_of(config: BaseModel) -> str:
+    """A stable text of a route's configuration (models, versions, ops and their parameters)."""
+    return config.model_dump_json(exclude={"description", "timeout_s", "max_request_bytes"})
+
+
+class Preprocessor:
+    """Runs a route's pre ops, reusing earlier results from the data cache when one is configured.
+
+    The data cache holds pre-processed tensors under a hash of the route's
+    pre-op configuration and the input bytes, or under the client's
+    ``data_key`` when the request has one.
+    """
+
+    def __init__(self, route: str, ops: Sequence[Op], keep: Sequence[str], cache: Cache | None, ttl_s: float) -> None:
+        self._route = route
+        self._ops = list(ops)
+        self._keep = list(keep)
+        self._cache = cache if ops else None
+        self._ttl_s = ttl_s
+        self._config = "|".join(op.model_dump_json() + op.name for op in ops) + "|" + ",".join(keep)
+
+    async def run(self, request: pb.InferRequest, ctx: CallContext) -> list[pb.Tensor]:
+        if not self._ops:
+            return list(request.inputs)
+        key = None
+        if self._cache is not None:
+            if request.data_key:
+                key = cache_key(self._route, f"key|{self._config}|{request.data_key}", [], prefix=DATA_PREFIX)
+            else:
+                key = cache_key(self._route, self._config, request.inputs, prefix=DATA_PREFIX)
+            stored = await self._cache.get(key, route=self._route, timeout_s=ctx.remaining())
+            if stored is not None:
+                return list(pb.InferResponse.FromString(stored).outputs)
+        with ctx.stage("pre"):
+            tensors = await run_ops(self._ops, request.inputs, self._keep)
+        if key is not None and self._cache is not None:
+            await self._cache.set(key, pb.InferResponse(outputs=tensors).SerializeToString(), self._ttl_s)
+        return tensors
 
 
 def chain_specs(ops: Sequence[Op], specs: Sequence[TensorSpec], where: str) -> dict[str, TensorSpec]:

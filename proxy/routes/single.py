@@ -10,18 +10,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.cache import Cache
 from switchyard.proxy.config import RouteConfig
 from switchyard.proxy.context import CallContext
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.ops import Op, build_op
-from switchyard.proxy.routes.base import Route, RouteDescription, chain_specs, run_ops
+from switchyard.proxy.routes.base import Preprocessor, Route, RouteDescription, chain_specs, fingerprint_of, run_ops
 from switchyard.proxy.specs import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 
 
 class SingleModelRoute(Route):
-    def __init__(self, config: RouteConfig, model: ModelInfo, backend: TritonBackend) -> None:
+    def __init__(
+        self, config: RouteConfig, model: ModelInfo, backend: TritonBackend, data_cache: Cache | None = None
+    ) -> None:
         where = f"routes[{config.name}]"
+        self.cache_ttl_s = config.cache.ttl_s if config.cache is not None else None
+        self.coalesce = config.coalesce
+        self.fingerprint = fingerprint_of(config)
         if config.version and config.version not in model.versions:
             raise ConfigError(
                 f"{where}.version: model {model.name!r} has no ready version {config.version!r} "
@@ -45,6 +51,9 @@ class SingleModelRoute(Route):
                 raise ConfigError(f"{where}.pre: model {model.name!r} needs input {spec}, the route produces {got}")
         outputs = chain_specs(self._post, model.outputs, f"{where}.post")
         self._model_inputs = [s.name for s in model.inputs]
+        self._prepare = Preprocessor(
+            config.name, self._pre, self._model_inputs, data_cache if config.data_cache else None, 60.0
+        )
         self.description = RouteDescription(
             name=config.name,
             kind=pb.ROUTE_KIND_SINGLE,
@@ -55,13 +64,13 @@ class SingleModelRoute(Route):
             max_batch_size=model.max_batch_size,
             max_request_bytes=config.max_request_bytes,
             timeout_s=config.timeout_s,
+            cached=self.cache_ttl_s is not None,
         )
 
     async def infer(self, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:
         inputs: Sequence[pb.Tensor] = request.inputs
         if self._pre:
-            with ctx.stage("pre"):
-                inputs = await run_ops(self._pre, inputs, self._model_inputs)
+            inputs = await self._prepare.run(request, ctx)
         wanted = list(request.outputs) or [s.name for s in self.description.outputs]
         # Post-ops may need any model output; without them ask Triton for
         # exactly what the client wants.
