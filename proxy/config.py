@@ -29,6 +29,48 @@ TOML with one ``[[routes]]`` table per route::
     tensor = "probabilities"
     k = 3
 
+Every kind also takes ``cache = { ttl_s = 60 }`` (prediction cache),
+``coalesce = true`` (identical requests in flight share one backend call)
+and ``data_cache = true`` (pre-processed inputs are reused). Composite kinds
+replace ``model`` with a list of model calls, each a *step*::
+
+    [[routes]]
+    name = "wine_alcohol_by_cultivar"
+    kind = "serial"                 # steps run in order
+    outputs = ["cultivar", "alcohol"]   # optional; default: all step outputs
+    [[routes.steps]]
+    name = "classify"
+    model = "wine_classifier"
+    inputs = { features = "features" }  # model input -> tensor (default: same name)
+    outputs = { label = "cultivar" }    # model output -> new name (default: same)
+    [[routes.steps]]
+    name = "regress"                # the model is picked per row by an earlier result:
+    select = { tensor = "cultivar", models = { "0" = "wine_alcohol_c0", "1" = "wine_alcohol_c1" } }
+    # or: select = { tensor = "score", threshold = 0.5, below = "m_low", above = "m_high" }
+    [[routes.steps.post]]           # ops on the working set after this step
+    op = "clip"
+    tensor = "alcohol"
+    min = 0.0
+
+    [[routes]]
+    name = "wine_profile"
+    kind = "parallel"               # branches run at once; outputs are "<branch>.<output>"
+    policy = "partial"              # "all": a failed or late branch fails the call
+    [[routes.branches]]             # (same fields as a step, without select)
+    name = "cultivar"
+    model = "wine_classifier"
+    timeout_s = 0.5                 # this branch's own timeout
+
+    [[routes]]
+    name = "digits_progressive"
+    kind = "progressive"            # stages run at once; InferProgressive streams each answer
+    [[routes.stages]]
+    name = "fast"
+    model = "digits_logreg"
+    [[routes.stages]]
+    name = "accurate"
+    model = "digits_mlp"
+
 This module checks the file's shape (types, unknown keys, duplicate names);
 checks that need Triton's model metadata (does the model exist, do the ops
 type-check) happen when routes are built (``proxy.routes``). Both fail at
