@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_generated_stubs_match_the_proto() -> None:
@@ -53,3 +53,8 @@ def test_no_machine_specific_paths() -> None:
             if needle in text and name != "tests/test_repository.py":
                 offenders.append(f"{name}: {needle}")
     assert not offenders, offenders
+
+
+def test_mypy_type_check() -> None:
+    done = run(sys.executable, "scripts/typecheck.py")
+    assert done.returncode == 0, done.stdout + done.stderr
