@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway against Triton called directly (see README.md in this folder)."""

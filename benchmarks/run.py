@@ -1,0 +1,461 @@
+"""Side by side: Triton called directly, through the floor proxy, and through Switchyard.
+
+Usage::
+
+    python -m benchmarks.run            # full: 3 s warm-up, 5 s windows, c = 1, 8, 32, then open loop
+    python -m benchmarks.run --short    # about 2 minutes: 1 s warm-up, 1.5 s windows, c = 1, 8, 32
+    python -m benchmarks.run --smoke    # seconds per point; checks that every piece runs, numbers meaningless
+
+One command starts everything it measures, on loopback, in this order: the
+bundled ``digits_logreg`` model built into a temporary folder, a local Triton
+serving it (``LocalTriton``), the Switchyard gateway as its own process
+(``python -m switchyard.server.cli serve --triton-url ... --port 0
+--no-metrics``, with a routes file holding only the ``digits`` route), the
+floor proxy (``benchmarks/floor_proxy.py``) in front of the same Triton, and
+an echo server (the floor proxy with ``--echo``) that measures the load
+generator's own ceiling. Then, with the load generator of ``loadgen.py``, at
+each concurrency in turn it measures the three paths to the same model with
+the same request (one row of 64 FP32 pixels): ``triton`` (ModelInfer on
+Triton's port), ``floor`` (the same bytes through the floor), ``switchyard``
+(``Gateway/Infer`` on route ``digits``).
+
+It prints a Markdown table and writes ``run-<profile>-<time>.json`` (every
+window of every point), ``.md`` (the table) and ``.png`` (latency against
+throughput; needs matplotlib) into ``benchmarks/results/`` (or ``--out``).
+Everything it started is stopped on the way out, also on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen import LoadGenerator, Target, Windows, cpu_seconds, hdr_available, process_tree
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+MODEL = "digits_logreg"
+ROUTE = "digits"
+ROUTES_TOML = f"""# Written by benchmarks/run.py: the one route it measures.
+[[routes]]
+name = "{ROUTE}"
+model = "{MODEL}"
+"""
+PATHS = ("triton", "floor", "switchyard")
+"""The three ways to the model, in the order they are measured at each concurrency."""
+
+PROXY_OF = {"triton": None, "floor": "floor", "switchyard": "switchyard", "echo": "echo"}
+"""Which server process (besides Triton) each path goes through."""
+
+_SERVING = re.compile(r"serving on (\S+):(\d+)")
+_STARTUP_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    concurrency: tuple[int, ...]
+    windows: Windows
+    rates: tuple[float, ...] | str = ()
+    """Open-loop rates (requests/s), or "auto": a quarter and a half of the slowest path's best closed-loop rate."""
+    echo: bool = True
+
+
+PROFILES = {
+    "full": Profile("full", (1, 8, 32), Windows(warmup_s=3.0, window_s=5.0), rates="auto"),
+    "short": Profile("short", (1, 8, 32), Windows(warmup_s=1.0, window_s=1.5)),
+    "smoke": Profile("smoke", (1, 4), Windows(warmup_s=0.3, window_s=0.4, max_windows=3), rates=(50.0,)),
+}
+
+
+# -- processes ---------------------------------------------------------------------
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when this process dies (no orphaned servers)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
+
+
+@dataclass
+class ServerProcess:
+    """A server started as a child process that prints ``serving on HOST:PORT`` on stdout once listening."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    address: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    def start(cls, name: str, command: Sequence[str], work_dir: Path, env: dict[str, str]) -> ServerProcess:
+        out_path, log_path = work_dir / f"{name}.out", work_dir / f"{name}.log"
+        with open(out_path, "wb") as out, open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                list(command),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=log,
+                cwd=REPO_ROOT,
+                env=env,
+                preexec_fn=_die_with_parent(),
+            )
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while True:
+            match = _SERVING.search(out_path.read_text(errors="replace"))
+            if match:
+                return cls(name, process, f"{match.group(1)}:{match.group(2)}", log_path)
+            if process.poll() is not None or time.monotonic() > deadline:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+                raise RuntimeError(f"{name} did not start (exit status {process.returncode}); its log ends:\n{tail}")
+            time.sleep(0.05)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _child_env() -> dict[str, str]:
+    """This environment without SWITCHYARD_* settings: the gateway runs with its defaults."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("SWITCHYARD_")}
+
+
+@contextlib.contextmanager
+def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
+    """Triton, the gateway, the floor and the echo server, started in order and stopped in reverse."""
+    from switchyard.models.build import MODELS, build_repository
+    from switchyard.server.triton import LocalTriton
+
+    log(f"building {MODEL} into {work_dir / 'models'}")
+    repository = build_repository(work_dir / "models", [spec for spec in MODELS if spec.name == MODEL])
+    triton = LocalTriton(repository, work_dir=work_dir / "triton")
+    servers: list[ServerProcess] = []
+    try:
+        log("starting Triton")
+        triton.start_sync()
+        triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
+        routes = work_dir / "routes.toml"
+        routes.write_text(ROUTES_TOML)
+        python, env = sys.executable, _child_env()
+        commands = {
+            "switchyard": [
+                *(python, "-m", "switchyard.server.cli", "serve", "--triton-url", triton.grpc_url),
+                *("--host", "127.0.0.1", "--port", "0", "--no-metrics", "--config", str(routes), "--grace-s", "1"),
+            ],
+            "floor": [python, "-m", "benchmarks.floor_proxy", "--upstream", triton.grpc_url],
+            "echo": [python, "-m", "benchmarks.floor_proxy", "--echo"],
+        }
+        for name, command in commands.items():
+            log(f"starting {name}")
+            servers.append(ServerProcess.start(name, command, work_dir, env))
+        yield {"triton": triton, **{server.name: server for server in servers}}
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        triton.stop_sync()
+
+
+# -- the comparison ----------------------------------------------------------------
+
+
+def _load_of(result: dict[str, Any]) -> float:
+    return float(result["concurrency"] if result["mode"] == "closed" else result["rate_rps"])
+
+
+def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per point, with ratios and differences against ``triton`` at the same mode and load."""
+    direct = {(r["mode"], _load_of(r)): r for r in results if r["target"] == "triton"}
+    rows = []
+    for result in results:
+        base = direct.get((result["mode"], _load_of(result)))
+        proxy = PROXY_OF.get(result["target"])
+        latency = result["latency_ms"]
+        row: dict[str, Any] = {
+            "mode": result["mode"],
+            "load": _load_of(result),
+            "target": result["target"],
+            "throughput_rps": result["throughput_rps"],
+            "latency_ms": latency,
+            "triton_cpu_us_per_request": result["cpu_us_per_request"].get("triton"),
+            "proxy_cpu_us_per_request": result["cpu_us_per_request"].get(proxy) if proxy else None,
+            "loadgen_cpu_us_per_request": result["loadgen"]["cpu_us_per_request"],
+            "loadgen_cpu_pct": result["loadgen"]["cpu_pct"],
+            "machine_busy_pct": result["machine_busy_pct"],
+            "other_cpu_pct": result["other_cpu_pct"],
+            "errors": result["errors"],
+            "windows": result["windows_measured"],
+            "converged": result["converged"],
+            "throughput_vs_direct": None,
+            "added_p50_ms": None,
+            "added_p99_ms": None,
+        }
+        if base is not None and result["target"] != "echo":
+            if base["throughput_rps"]:
+                row["throughput_vs_direct"] = round(result["throughput_rps"] / base["throughput_rps"], 3)
+            row["added_p50_ms"] = round(latency["p50"] - base["latency_ms"]["p50"], 3)
+            row["added_p99_ms"] = round(latency["p99"] - base["latency_ms"]["p99"], 3)
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: float | None, spec: str = ",.0f", signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return format(value, ("+" if signed else "") + spec)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = (
+        "| load | path | req/s | × direct | p50 ms | p90 ms | p99 ms | +p50 ms | +p99 ms "
+        "| Triton CPU-µs/req | proxy CPU-µs/req | loadgen CPU-µs/req | loadgen CPU % "
+        "| others' CPU % | machine busy % | errors |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for row in rows:
+        load = f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open"
+        latency = row["latency_ms"]
+        errors = ", ".join(f"{code} {count}" for code, count in row["errors"].items()) or "0"
+        flag = "" if row["converged"] else " †"
+        cells = [
+            load,
+            row["target"] + flag,
+            _fmt(row["throughput_rps"]),
+            _fmt(row["throughput_vs_direct"], ".2f"),
+            *(f"{latency[key]:.2f}" for key in ("p50", "p90", "p99")),
+            _fmt(row["added_p50_ms"], ".2f", signed=True),
+            _fmt(row["added_p99_ms"], ".2f", signed=True),
+            _fmt(row["triton_cpu_us_per_request"]),
+            _fmt(row["proxy_cpu_us_per_request"]),
+            _fmt(row["loadgen_cpu_us_per_request"]),
+            _fmt(row["loadgen_cpu_pct"]),
+            _fmt(row["other_cpu_pct"]),
+            _fmt(row["machine_busy_pct"]),
+            errors,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if any(not row["converged"] for row in rows):
+        lines.append("")
+        lines.append("† the last three windows did not agree within the tolerance; figures from them anyway")
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
+    """Latency (p50 and p99) against throughput, one line per path; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib import ticker
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
+    for target in (*PATHS, "echo"):
+        points = sorted(
+            (r for r in results if r["target"] == target and r["mode"] == "closed"), key=lambda r: r["concurrency"]
+        )
+        if not points:
+            continue
+        x = [r["throughput_rps"] for r in points]
+        for axis, key in zip(axes, ("p50", "p99"), strict=True):
+            y = [r["latency_ms"][key] for r in points]
+            line = axis.plot(x, y, marker="o", linestyle="--" if target == "echo" else "-", label=target)[0]
+            for r, xi, yi in zip(points, x, y, strict=True):
+                axis.annotate(f"c={r['concurrency']}", (xi, yi), fontsize=7, color=line.get_color())
+    for axis, key in zip(axes, ("p50", "p99"), strict=True):
+        axis.set_xlabel("throughput (requests/s)")
+        axis.set_ylabel(f"{key} latency (ms)")
+        axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axis.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+        axis.tick_params(axis="y", which="minor", labelsize=7)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in ("grpcio", "tritonclient", "nvidia-pytriton", "uvloop", "hdrhistogram", "switchyard"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
+    return versions
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _auto_rates(results: Sequence[dict[str, Any]]) -> tuple[float, ...]:
+    best: dict[str, float] = {}
+    for result in results:
+        if result["target"] in PATHS and result["mode"] == "closed":
+            best[result["target"]] = max(best.get(result["target"], 0.0), result["throughput_rps"])
+    slowest = min(best.values(), default=0.0)
+    return tuple(float(round(slowest * share, -1) or 10) for share in (0.25, 0.5)) if slowest else ()
+
+
+def run(profile: Profile, *, workers: int, batch: int, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Start the stack, measure every point of ``profile``, write the report; returns it."""
+    started = datetime.datetime.now(datetime.timezone.utc)
+    work_dir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    results: list[dict[str, Any]] = []
+    failed = True
+    try:
+        with stack(work_dir, log) as servers:
+            addresses = {name: server.address for name, server in servers.items() if name != "triton"}
+            addresses["triton"] = servers["triton"].grpc_url
+            targets = {
+                name: Target(
+                    name,
+                    addresses[name],
+                    "switchyard" if name == "switchyard" else "oip",
+                    model=MODEL,
+                    route=ROUTE,
+                    batch=batch,
+                    check=name != "echo",
+                )
+                for name in (*PATHS, "echo")
+            }
+            pids = {name: server.pid for name, server in servers.items()}
+            with LoadGenerator(workers=workers, servers=pids, log=log) as generator:
+                for target in targets.values():
+                    generator.probe(target)
+                for concurrency in profile.concurrency:
+                    for name in PATHS:
+                        log(f"{name}: closed loop, concurrency {concurrency}")
+                        results.append(generator.closed_loop(targets[name], concurrency, profile.windows))
+                if profile.echo:
+                    concurrency = max(profile.concurrency)
+                    log(f"echo (the load generator's ceiling): closed loop, concurrency {concurrency}")
+                    results.append(generator.closed_loop(targets["echo"], concurrency, profile.windows))
+                rates = _auto_rates(results) if isinstance(profile.rates, str) else profile.rates
+                for rate in rates:
+                    for name in PATHS:
+                        log(f"{name}: open loop, {rate:g} requests/s")
+                        results.append(generator.open_loop(targets[name], rate, profile.windows))
+                totals = {name: cpu_seconds(process_tree(pid)) for name, pid in pids.items()}
+        failed = False
+    finally:
+        if failed:
+            log(f"logs of the servers are kept in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    rows = compare(results)
+    report: dict[str, Any] = {
+        "meta": {
+            "started": started.isoformat(timespec="seconds"),
+            "profile": profile.name,
+            "command": "python -m benchmarks.run" + ("" if profile.name == "full" else f" --{profile.name}"),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "cpu_model": _cpu_model(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            },
+            "versions": _versions(),
+            "workers": workers,
+            "batch": batch,
+            "model": MODEL,
+            "route": ROUTE,
+            "histogram": "hdr" if hdr_available() else "log",
+            "windows": asdict(profile.windows),
+            "server_cpu_s_at_end": {name: round(value, 2) for name, value in totals.items()},
+        },
+        "results": results,
+        "comparison": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"run-{profile.name}-{started.strftime('%Y%m%d-%H%M%S')}"
+    table = markdown_table(rows)
+    title = f"{MODEL} on {os.cpu_count()} CPUs, {profile.name} profile, {started:%Y-%m-%d}"
+    report["files"] = {"json": f"{stem.name}.json", "markdown": f"{stem.name}.md"}
+    if plot(results, stem.with_suffix(".png"), title):
+        report["files"]["plot"] = f"{stem.name}.png"
+    else:
+        log("matplotlib is not installed (pip install -e '.[bench]'): no plot")
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(f"{title}\n\n{table}\n")
+    print(table, flush=True)
+    log("wrote " + ", ".join(str(out / name) for name in report["files"].values()))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--short", action="store_true", help="about 2 minutes: short windows")
+    size.add_argument("--smoke", action="store_true", help="a few seconds per point: checks the pieces, not speed")
+    parser.add_argument("--concurrency", help="comma-separated closed-loop concurrencies (default: the profile's)")
+    parser.add_argument("--rates", help="comma-separated open-loop rates in requests/s, or 'auto' or 'none'")
+    parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+
+    profile = PROFILES["short" if args.short else "smoke" if args.smoke else "full"]
+    if args.concurrency:
+        profile = replace(profile, concurrency=tuple(int(v) for v in args.concurrency.split(",")))
+    if args.rates:
+        rates: tuple[float, ...] | str = args.rates
+        if args.rates in ("none", ""):
+            rates = ()
+        elif args.rates != "auto":
+            rates = tuple(float(v) for v in args.rates.split(","))
+        profile = replace(profile, rates=rates)
+    run(profile, workers=args.workers, batch=args.batch, out=args.out, log=_stderr)
+    return 0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Smoke tests of the benchmark instrument (benchmarks/): the pieces run and report what they should.
+
+No timing is asserted: these runs are far too short for their numbers to mean anything.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.loadgen import LatencyHistogram, LoadGenerator, LogHistogram, Target, Windows, agreement, converged
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LATENCY_KEYS = {"p50", "p90", "p99", "max"}
+RESULT_KEYS = {
+    "target",
+    "mode",
+    "converged",
+    "windows_measured",
+    "requests",
+    "throughput_rps",
+    "latency_ms",
+    "errors",
+    "cpu_us_per_request",
+    "loadgen",
+    "machine_busy_pct",
+    "other_cpu_pct",
+    "windows",
+}
+
+
+def test_log_histogram_percentiles_are_within_one_bucket() -> None:
+    values = np.random.default_rng(0).lognormal(mean=7.0, sigma=1.0, size=20_000).astype(int) + 1
+    histogram = LogHistogram()
+    for value in values:
+        histogram.record(int(value))
+    for percent in (50, 90, 99):
+        exact = float(np.percentile(values, percent, method="inverted_cdf"))
+        assert exact <= histogram.percentile(percent) <= exact * 1.012 + 1
+    assert histogram.percentile(100) == histogram.max_value == values.max()
+
+
+@pytest.mark.parametrize("use_hdr", [False, pytest.param(True, id="hdr")])
+def test_latency_histogram_survives_the_trip_between_processes(use_hdr: bool) -> None:
+    if use_hdr and importlib.util.find_spec("hdrh") is None:
+        pytest.skip("hdrhistogram is not installed (the bench extra)")
+    first, second = LatencyHistogram(use_hdr=use_hdr), LatencyHistogram(use_hdr=use_hdr)
+    for value in range(1, 1001):
+        (first if value % 2 else second).record(value)
+    merged = LatencyHistogram.from_payload(json.loads(json.dumps(first.to_payload())))
+    merged.add(LatencyHistogram.from_payload(second.to_payload()))
+    assert merged.count == 1000
+    summary = merged.summary_ms()
+    assert set(summary) == LATENCY_KEYS
+    assert math.isclose(summary["p50"], 0.5, rel_tol=0.02)
+    assert math.isclose(summary["max"], 1.0, rel_tol=0.01)
+    assert LatencyHistogram.from_payload(LatencyHistogram(use_hdr=use_hdr).to_payload()).summary_ms()["p99"] == 0
+
+
+def test_windows_converge_when_the_last_three_agree_within_ten_percent() -> None:
+    assert converged([50.0, 100.0, 104.0, 98.0])
+    assert not converged([100.0, 104.0])
+    assert not converged([100.0, 120.0, 100.0])
+    assert converged([0.0, 0.0, 0.0])
+    assert agreement([90.0, 100.0, 110.0]) == pytest.approx(0.2)
+
+
+@pytest.fixture()
+def echo_server(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """The floor proxy in --echo mode (no Triton): its address and pid."""
+    out = tmp_path / "echo.out"
+    with open(out, "wb") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.floor_proxy", "--echo", "--port", "0"],
+            cwd=REPO_ROOT,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (match := re.search(r"serving on (\S+:\d+)", out.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        yield match.group(1), process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.integration
+def test_loadgen_closed_and_open_loop_against_the_echo_server(echo_server: tuple[str, int]) -> None:
+    address, pid = echo_server
+    target = Target("echo", address, "oip", check=False)
+    windows = Windows(warmup_s=0.2, window_s=0.3, max_windows=4)
+    with LoadGenerator(workers=2, servers={"echo": pid}) as generator:
+        generator.probe(target)
+        closed = generator.closed_loop(target, 3, windows)
+        opened = generator.open_loop(target, 100.0, windows)
+    for result in (closed, opened):
+        assert RESULT_KEYS <= set(result)
+        assert set(result["latency_ms"]) == LATENCY_KEYS
+        assert 3 <= result["windows_measured"] <= windows.max_windows
+        assert result["requests"] > 0 and result["errors"] == {}
+        assert set(result["cpu_us_per_request"]) == {"echo"}
+        assert {"cpu_us_per_request", "cpu_pct"} <= set(result["loadgen"])
+    assert closed["concurrency"] == 3
+    assert opened["rate_rps"] == 100.0 and {"late_sends", "max_send_lag_ms"} <= set(opened)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(importlib.util.find_spec("pytriton") is None, reason="needs the triton extra")
+def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    reports = list(tmp_path.glob("run-smoke-*.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    assert {"meta", "results", "comparison", "files"} <= set(report)
+    assert report["meta"]["machine"]["cpus"] >= 1
+    for name in report["files"].values():
+        assert (tmp_path / name).is_file()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert "plot" in report["files"]
+
+    results = report["results"]
+    closed = {(r["target"], r["concurrency"]) for r in results if r["mode"] == "closed"}
+    assert {(path, c) for path in ("triton", "floor", "switchyard") for c in (1, 4)} <= closed
+    assert ("echo", 4) in closed
+    assert {r["target"] for r in results if r["mode"] == "open"} == {"triton", "floor", "switchyard"}
+    for result in results:
+        assert RESULT_KEYS <= set(result)
+        assert result["requests"] > 0 and result["errors"] == {}, result
+        assert {"triton", "floor", "switchyard", "echo"} == set(result["cpu_us_per_request"])
+
+    rows = {(row["mode"], row["load"], row["target"]): row for row in report["comparison"]}
+    assert rows[("closed", 1, "triton")]["throughput_vs_direct"] == 1.0
+    for path in ("floor", "switchyard"):
+        row = rows[("closed", 4, path)]
+        assert {"throughput_vs_direct", "added_p50_ms", "added_p99_ms", "proxy_cpu_us_per_request"} <= set(row)
+        assert row["throughput_vs_direct"] is not None and row["proxy_cpu_us_per_request"] is not None
+    assert "| c=1 | switchyard" in completed.stdout
