@@ -9,6 +9,11 @@ use and publishes:
 
 A backend call that fails with UNAVAILABLE marks the routes of that model
 NOT_SERVING at once (``mark_backend_down``) rather than at the next poll.
+
+While the backend's circuit breaker is open (Triton unreachable), every route
+and the server are NOT_SERVING without any call to Triton; each change of the
+circuit's state triggers a check at once, so routes are SERVING again as soon
+as the circuit has closed and their models answer ready.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 from grpc_health.v1 import health, health_pb2
 
 from switchyard.proxy import metrics
+from switchyard.proxy.backend.breaker import CircuitState
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.routes import RouteTable
 
@@ -45,11 +51,13 @@ class HealthMonitor:
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
+        self._backend.breaker.add_listener(self._on_circuit)
         await self.refresh()
         self._task = asyncio.create_task(self._poll(), name="health-poll")
 
     async def stop(self) -> None:
         """Reports NOT_SERVING everywhere (the server is going away) and stops polling."""
+        self._backend.breaker.remove_listener(self._on_circuit)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -63,14 +71,20 @@ class HealthMonitor:
         """A call saw the backend unavailable: poll now instead of at the next interval."""
         self._wake.set()
 
+    def _on_circuit(self, state: CircuitState) -> None:
+        self._wake.set()
+
     def is_ready(self, route: str) -> bool:
         return self._ready.get(route, False)
 
     async def refresh(self) -> None:
         models = self._routes.models()
         timeout = min(1.0, self._interval_s)
+        # While the circuit is open model_ready answers False at once, without a call.
         states = await asyncio.gather(*(self._backend.model_ready(m, timeout_s=timeout) for m in models))
         ready_models = {m for m, ok in zip(models, states, strict=True) if ok}
+        if not self._backend.circuit_closed:  # it opened while we asked
+            ready_models = set()
         all_ready = True
         for route in self._routes:
             ready = all(m in ready_models for m in route.description.model_names)

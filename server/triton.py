@@ -7,6 +7,8 @@ running interpreter; choosing loopback ports; starting Triton in its own
 process group, tied to the parent's life on Linux; waiting until the server
 and all of its models are ready; and stopping it (SIGTERM, then SIGKILL after
 a grace period). Triton's output goes to ``log_path``; failures quote its tail.
+``supervise`` restarts Triton on the same ports whenever it dies, with
+exponential backoff, and gives up after a run of quick failures.
 
 It does not build model repositories (``switchyard.models.build`` does) and
 does not send inference requests (the proxy's Triton client does).
@@ -18,6 +20,8 @@ import asyncio
 import contextlib
 import ctypes
 import importlib.util
+import inspect
+import logging
 import os
 import re
 import signal
@@ -26,11 +30,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+
+TRITON_RESTARTS = Counter(
+    "switchyard_triton_restarts",
+    "Times the supervisor restarted the local Triton after it died, by outcome (ok: ready again; failed).",
+    ["outcome"],
+)
 
 NOT_INSTALLED_MESSAGE = (
     "tritonserver binary not found: install the triton extra (pip install 'switchyard[triton]') or pass --triton-url"
@@ -56,6 +70,10 @@ class TritonNotInstalled(LocalTritonError):
 
 class TritonStartupFailed(LocalTritonError):
     """Triton exited or did not become ready in time; the message ends with its log tail."""
+
+
+class TritonGaveUp(LocalTritonError):
+    """The supervisor stopped restarting Triton: it failed too often, too soon after each start."""
 
 
 class PortInUse(TritonStartupFailed):
@@ -228,6 +246,7 @@ class LocalTriton:
         self._ports = ports
         self._process: subprocess.Popen[bytes] | None = None
         self._group_gone = True  # whether no process of the last start's group is left
+        self._stop_requested = False  # stop() was called: the supervisor must not restart
         self._log_offset = 0
 
     # -- addresses and state -------------------------------------------------
@@ -315,6 +334,7 @@ class LocalTriton:
         for role, port in self._ports.items():
             if port_in_use(port, self.host):
                 raise PortInUse(port, role)
+        self._stop_requested = False
         self._prepare_backends()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -427,6 +447,7 @@ class LocalTriton:
 
     def stop_sync(self, grace_s: float = 10.0) -> None:
         """SIGTERM Triton's process group, SIGKILL it after ``grace_s``; idempotent."""
+        self._stop_requested = True
         process = self._process
         if process is None or self._group_gone:
             return
@@ -472,6 +493,118 @@ class LocalTriton:
         if self._process is None:
             raise LocalTritonError("tritonserver has not been started")
         return self._process
+
+    # -- supervising -------------------------------------------------------------
+
+    async def wait_exit(self) -> int:
+        """Waits until the current tritonserver exits; returns its status.
+
+        Uses a pidfd on Linux (no polling), else polls.
+        """
+        process = self._require_process()
+        if process.poll() is None and hasattr(os, "pidfd_open"):
+            try:
+                fd = os.pidfd_open(process.pid)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                loop = asyncio.get_running_loop()
+                exited = asyncio.Event()
+                try:
+                    loop.add_reader(fd, exited.set)
+                    try:
+                        if process.poll() is None:
+                            await exited.wait()
+                    finally:
+                        loop.remove_reader(fd)
+                except NotImplementedError:  # a loop without add_reader
+                    pass
+                finally:
+                    os.close(fd)
+        while process.poll() is None:  # noqa: ASYNC110 - a Popen has nothing to await
+            await asyncio.sleep(_POLL_INTERVAL_S)
+        return int(process.returncode)
+
+    async def supervise(
+        self,
+        *,
+        on_restart: Callable[[int], Awaitable[None] | None] | None = None,
+        ready_timeout_s: float = 120.0,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        quick_failure_s: float = 60.0,
+        max_quick_failures: int = 5,
+    ) -> None:
+        """Restarts tritonserver on the same ports whenever it dies, until cancelled or ``stop()``.
+
+        Call it after the first start, as a task of the loop that started
+        Triton. Before each restart it waits ``backoff_s``, doubled after each
+        quick failure up to ``max_backoff_s``; a quick failure is a start that
+        did not become ready, or a Triton that died less than
+        ``quick_failure_s`` after it became ready. After ``max_quick_failures``
+        in a row it logs why and raises :class:`TritonGaveUp`.
+        ``on_restart(n)`` (a function or coroutine function) is called each
+        time Triton is ready again, with the number of restarts so far.
+        """
+        if max_quick_failures < 1:
+            raise ValueError(f"max_quick_failures must be at least 1, got {max_quick_failures}")
+        restarts = 0
+        quick_failures = 0  # in a row
+        ready_since = time.monotonic()
+        while True:
+            status = await self.wait_exit()
+            if self._stop_requested:
+                return
+            lived = time.monotonic() - ready_since
+            quick_failures = quick_failures + 1 if lived < quick_failure_s else 0
+            log.error(
+                "local Triton (pid %s) died with status %s, %.1f s after it was ready; last lines of %s:\n%s",
+                self.pid,
+                status,
+                lived,
+                self.log_path,
+                self.log_tail(10),
+            )
+            while True:
+                # What is left of the group (backend stubs) goes too, so the ports are free.
+                await asyncio.to_thread(self.kill)
+                if self._stop_requested:
+                    return
+                if quick_failures >= max_quick_failures:
+                    message = (
+                        f"local Triton failed {quick_failures} times in a row, each within {quick_failure_s:g} s "
+                        f"of starting; giving up (its log: {self.log_path})"
+                    )
+                    log.error("%s", message)
+                    raise TritonGaveUp(message)
+                delay = min(backoff_s * 2 ** max(quick_failures - 1, 0), max_backoff_s)
+                log.warning("restarting local Triton on gRPC port %d in %.1f s", self.grpc_port, delay)
+                await asyncio.sleep(delay)
+                if self._stop_requested:
+                    return
+                started = time.monotonic()
+                try:
+                    await self.start()
+                    await self.wait_ready(ready_timeout_s)
+                except LocalTritonError as exc:
+                    TRITON_RESTARTS.labels("failed").inc()
+                    log.error("local Triton did not come back: %s", exc)
+                    quick_failures += 1
+                    continue
+                break
+            restarts += 1
+            ready_since = time.monotonic()
+            TRITON_RESTARTS.labels("ok").inc()
+            log.warning(
+                "local Triton is back (pid %s, restart %d): ready %.1f s after the restart",
+                self.pid,
+                restarts,
+                ready_since - started,
+            )
+            if on_restart is not None:
+                result = on_restart(restarts)
+                if inspect.isawaitable(result):
+                    await result
 
     # -- context manager -------------------------------------------------------
 

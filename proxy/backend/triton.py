@@ -8,22 +8,103 @@ client sent: no NumPy round trip, no copy beyond protobuf's own. Every call
 carries the caller's remaining deadline; every failure becomes a
 :class:`~switchyard.proxy.errors.GatewayError` here and nowhere else.
 
+Backend faults (see ``breaker`` and ``retry``):
+
+* a :class:`~switchyard.proxy.backend.breaker.CircuitBreaker` counts
+  connection-level failures (UNAVAILABLE from the channel, not a model's own
+  error); once open, every call fails fast with UNAVAILABLE without touching
+  the network, while a background prober, after each cool-down, waits for
+  the channel to connect again and sends one ``ServerReady``: Triton's answer
+  closes the circuit;
+* ``infer`` retries UNAVAILABLE once, after a few milliseconds, when that is
+  safe (the request never left: connection refused; or the call is
+  idempotent, as inference on our models is), when the deadline leaves time
+  for it, and when the :class:`~switchyard.proxy.backend.retry.RetryBudget`
+  has a token.
+
 It owns transport and metadata, not validation or routing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from switchyard.client.channel import channel_options
 from switchyard.proxy import errors
+from switchyard.proxy.backend.breaker import CircuitBreaker, CircuitState
+from switchyard.proxy.backend.retry import RETRIES, RETRIES_SKIPPED, RetryBudget
 from switchyard.proxy.specs import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_BACKOFF_S = 0.01
+"""Mean pause before the one retry of a call (jittered by ±50 %)."""
+
+MIN_ATTEMPT_S = 0.02
+"""A retry is sent only if at least this much of the deadline is left after the pause."""
+
+PROBE_TIMEOUT_S = 1.0
+"""How long the half-open probe (sent once the channel has connected) waits for Triton's ``ServerReady``."""
+
+RECONNECT_BACKOFF_MS = (50, 100)
+"""The backend channel's reconnect backoff (initial, max): a connection attempt to a
+down Triton is one refused SYN, and the first one after Triton is back ends the outage."""
+
+# Phrases of gRPC core's own UNAVAILABLE details: the request never left this process.
+_NOT_SENT = (
+    "failed to connect",
+    "connection refused",
+    "connect failed",
+    "connections to all backends failing",
+    "dns resolution failed",
+    "name resolution",
+    "no route to host",
+)
+# ... or the connection broke while the call was on it (it may have reached Triton).
+_TRANSPORT = _NOT_SENT + (
+    "connection reset",
+    "stream removed",
+    "socket closed",
+    "broken pipe",
+    "goaway",
+    "transport closed",
+    "endpoint closing",
+    "keepalive",
+    "connection aborted",
+    "end of tcp stream",
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a failed backend call failed, as far as faults are concerned."""
+
+    connection: bool
+    """UNAVAILABLE from the channel (refused, reset, closed), not from Triton."""
+    not_sent: bool
+    """The request certainly never reached Triton (no connection could be made)."""
+
+
+def classify(exc: grpc.aio.AioRpcError, channel_state: grpc.ChannelConnectivity) -> Failure:
+    """Tells a connection failure from Triton's own errors (Triton answers on a READY channel, in its words)."""
+    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+        return Failure(connection=False, not_sent=False)
+    details = (exc.details() or "").lower()
+    not_sent = any(p in details for p in _NOT_SENT)
+    transport = not_sent or any(p in details for p in _TRANSPORT)
+    return Failure(connection=transport or channel_state is not grpc.ChannelConnectivity.READY, not_sent=not_sent)
 
 
 @dataclass(frozen=True)
@@ -47,26 +128,131 @@ class InferResult:
 class TritonBackend:
     """Async client of one Triton server. Create it inside the running event loop."""
 
-    def __init__(self, url: str, *, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_message_bytes: int,
+        breaker: CircuitBreaker | None = None,
+        retry_budget: RetryBudget | None = None,
+    ) -> None:
         self.url = url
-        self._channel = grpc.aio.insecure_channel(url, options=channel_options(max_message_bytes=max_message_bytes))
+        options = channel_options(max_message_bytes=max_message_bytes, reconnect_backoff_ms=RECONNECT_BACKOFF_MS)
+        self._channel = grpc.aio.insecure_channel(url, options=options)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self.breaker = breaker or CircuitBreaker(url)
+        self.retry_budget = retry_budget or RetryBudget()
+        self._prober: asyncio.Task[None] | None = None
+        self.breaker.add_listener(self._on_circuit)
+
+    @property
+    def circuit_closed(self) -> bool:
+        """False while the circuit breaker fails calls fast (Triton unreachable)."""
+        return self.breaker.closed
 
     async def close(self) -> None:
+        self.breaker.remove_listener(self._on_circuit)
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
         await self._channel.close()
 
-    async def server_ready(self, timeout_s: float) -> bool:
+    # -- faults ------------------------------------------------------------------
+
+    def _failed(self, exc: grpc.aio.AioRpcError) -> Failure:
+        """Classifies a failed call and tells the breaker."""
+        failure = classify(exc, self._channel.get_state())
+        if failure.connection:
+            self.breaker.record_failure()
+        elif exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            self.breaker.record_success()  # Triton answered, with an error of its own
+        return failure
+
+    async def _unary(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One RPC through the breaker; AioRpcError passes through, classified."""
+        self.breaker.check()
         try:
-            reply = await self._stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout_s)
+            reply = await call()
+        except grpc.aio.AioRpcError as exc:
+            self._failed(exc)
+            raise
+        self.breaker.record_success()
+        return reply
+
+    def _on_circuit(self, state: CircuitState) -> None:
+        if state is CircuitState.OPEN and (self._prober is None or self._prober.done()):
+            self._prober = asyncio.get_running_loop().create_task(self._probe(), name=f"triton-probe {self.url}")
+
+    async def _probe(self) -> None:
+        """While the circuit is not closed: after each cool-down, once the channel connects, one ServerReady decides.
+
+        Waiting for the channel to connect costs Triton nothing (the channel's
+        own reconnect attempts are a refused SYN each), so a Triton that is back
+        is noticed at the channel's next attempt, not at the next cool-down.
+        """
+        while not self.breaker.closed:
+            await asyncio.sleep(self.breaker.retry_in())
+            await self._connected()
+            if not self.breaker.begin_probe():
+                continue
+            try:
+                reply = await self._stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=PROBE_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                log.info("probe of Triton at %s failed: %s %s", self.url, exc.code().name, exc.details())
+                self.breaker.probe_failed()
+            except BaseException:
+                self.breaker.probe_failed()
+                raise
+            else:
+                # Any answer means Triton is reachable again; model readiness is the health monitor's.
+                log.info("probe of Triton at %s: reachable, server ready=%s", self.url, reply.ready)
+                self.breaker.probe_succeeded()
+
+    async def _connected(self) -> None:
+        """Returns once the channel is connected (asking it to connect whenever it goes idle)."""
+        state = self._channel.get_state(try_to_connect=True)
+        while state is not grpc.ChannelConnectivity.READY:
+            await self._channel.wait_for_state_change(state)
+            state = self._channel.get_state(try_to_connect=True)
+
+    def _may_retry(self, failure: Failure, idempotent: bool, deadline: float, pause: float) -> bool:
+        reason = None
+        if not (failure.not_sent or idempotent):
+            reason = "unsafe"
+        elif not self.breaker.closed:
+            reason = "circuit"
+        elif deadline - asyncio.get_running_loop().time() < pause + MIN_ATTEMPT_S:
+            reason = "deadline"
+        elif not self.retry_budget.try_spend():
+            reason = "budget"
+        if reason is not None:
+            RETRIES_SKIPPED.labels(self.url, reason).inc()
+            return False
+        RETRIES.labels(self.url).inc()
+        return True
+
+    # -- calls -------------------------------------------------------------------
+
+    async def server_ready(self, timeout_s: float) -> bool:
+        if not self.breaker.closed:
+            return False
+        try:
+            reply = await self._unary(
+                lambda: self._stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout_s)
+            )
         except grpc.aio.AioRpcError:
             return False
         return bool(reply.ready)
 
     async def model_ready(self, name: str, version: str = "", *, timeout_s: float) -> bool:
+        """Whether Triton says the model is ready; False at once, without a call, while the circuit is open."""
+        if not self.breaker.closed:
+            return False
+        request = service_pb2.ModelReadyRequest(name=name, version=version)
         try:
-            reply = await self._stub.ModelReady(
-                service_pb2.ModelReadyRequest(name=name, version=version), timeout=timeout_s
-            )
+            reply = await self._unary(lambda: self._stub.ModelReady(request, timeout=timeout_s))
         except grpc.aio.AioRpcError:
             return False
         return bool(reply.ready)
@@ -89,8 +275,12 @@ class TritonBackend:
 
     async def model_info(self, name: str, *, timeout_s: float) -> ModelInfo:
         try:
-            meta = await self._stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=name), timeout=timeout_s)
-            config = await self._stub.ModelConfig(service_pb2.ModelConfigRequest(name=name), timeout=timeout_s)
+            meta = await self._unary(
+                lambda: self._stub.ModelMetadata(service_pb2.ModelMetadataRequest(name=name), timeout=timeout_s)
+            )
+            config = await self._unary(
+                lambda: self._stub.ModelConfig(service_pb2.ModelConfigRequest(name=name), timeout=timeout_s)
+            )
         except grpc.aio.AioRpcError as exc:
             raise errors.from_backend(exc.code(), exc.details() or "", name) from None
         return ModelInfo(
@@ -110,8 +300,14 @@ class TritonBackend:
         *,
         timeout_s: float,
         request_id: str = "",
+        idempotent: bool = True,
     ) -> InferResult:
-        """Runs one inference; ``inputs`` travel as their raw bytes."""
+        """Runs one inference; ``inputs`` travel as their raw bytes.
+
+        Fails fast with UNAVAILABLE while the circuit is open. UNAVAILABLE is
+        retried once when safe (``idempotent``, or the request never left),
+        within ``timeout_s`` and the retry budget.
+        """
         request = service_pb2.ModelInferRequest(model_name=model, model_version=version, id=request_id)
         for tensor in inputs:
             request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
@@ -120,10 +316,31 @@ class TritonBackend:
             request.outputs.add(name=name)
         if timeout_s <= 0:
             raise errors.DeadlineExceeded(f"deadline exceeded before calling model {model!r}")
-        try:
-            reply = await self._stub.ModelInfer(request, timeout=timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise errors.from_backend(exc.code(), exc.details() or "", model) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self.breaker.check()
+        self.retry_budget.deposit()
+        retried = False
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise errors.DeadlineExceeded(f"deadline exceeded before calling model {model!r}")
+            try:
+                reply = await self._stub.ModelInfer(request, timeout=remaining)
+            except grpc.aio.AioRpcError as exc:
+                failure = self._failed(exc)
+                if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                    pause = RETRY_BACKOFF_S * random.uniform(0.5, 1.5)
+                    if retried:
+                        RETRIES_SKIPPED.labels(self.url, "attempts").inc()
+                    elif self._may_retry(failure, idempotent, deadline, pause):
+                        retried = True
+                        await asyncio.sleep(pause)
+                        self.breaker.check()
+                        continue
+                raise errors.from_backend(exc.code(), exc.details() or "", model) from None
+            self.breaker.record_success()
+            break
         tensors = [
             pb.Tensor(name=out.name, datatype=out.datatype, shape=out.shape, raw_data=raw)
             for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)

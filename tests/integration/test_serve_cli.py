@@ -1,4 +1,4 @@
-"""`switchyard serve` as users run it: local Triton, health, an SDK call, clean SIGTERM."""
+"""`switchyard serve` as users run it: local Triton, health, an SDK call, clean SIGTERM; a killed Triton restarted."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,10 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchyard.client import Client
+from switchyard.client.tensors import from_numpy
 from switchyard.models.datasets import digits_split
+from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1 import gateway_pb2_grpc
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -81,3 +85,104 @@ def test_serve_answers_and_stops_cleanly(model_repository: Path, tmp_path: Path)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _triton_child(parent: int) -> int | None:
+    """Pid of the tritonserver whose parent is ``parent``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")]
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if comm == b"tritonserver" and int(fields[1]) == parent and fields[0] != b"Z":
+            return int(entry.name)
+    return None
+
+
+def test_serve_restarts_a_killed_triton(model_repository: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run(["cp", "-r", str(model_repository), str(repo)], check=True)
+    exe = os.path.join(sys.exec_prefix, "bin", "switchyard")
+    proc = subprocess.Popen(
+        [exe, "serve", "--model-repository", str(repo), "--host", "127.0.0.1", "--port", "0", "--no-metrics"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    serving = threading.Event()
+
+    def drain() -> None:  # the gateway logs every failed call: never let the pipe fill up
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "serving on" in line:
+                serving.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert serving.wait(120), "serve did not come up:\n" + "".join(lines)
+        match = re.search(r"serving on [\d.]+:(\d+)", "".join(lines))
+        assert match
+        first = _triton_child(proc.pid)
+        assert first, "no local tritonserver child"
+        request = pb.InferRequest(route="digits", inputs=[from_numpy("image", np.zeros((1, 64), np.float32))])
+        with grpc.insecure_channel(f"127.0.0.1:{match.group(1)}") as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            assert stub.Infer(request, timeout=10).outputs
+
+            os.kill(first, signal.SIGKILL)
+            killed = time.monotonic()
+            codes: dict[str, int] = {}
+            while True:
+                assert time.monotonic() - killed < 90, "no successful call 90 s after the kill:\n" + "".join(lines)
+                assert proc.poll() is None, "serve exited:\n" + "".join(lines)
+                started = time.monotonic()
+                try:
+                    stub.Infer(request, timeout=2)
+                except grpc.RpcError as exc:
+                    assert time.monotonic() - started < 2.5, "a call hung past its deadline"
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc.details()
+                    codes[exc.code().name] = codes.get(exc.code().name, 0) + 1
+                    time.sleep(0.05)
+                    continue
+                break
+            recovery = time.monotonic() - killed
+            print(
+                f"\nserve recovered {recovery:.2f} s after tritonserver was SIGKILLed (failed calls meanwhile: {codes})"
+            )
+            second = _triton_child(proc.pid)
+            assert second and second != first
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            deadline = time.monotonic() + 5
+            while status.status != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
+                time.sleep(0.1)
+                status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+        # The gateway's channel reconnects on its own; the supervisor's own readiness check may end a bit later.
+        deadline = time.monotonic() + 10
+        while not any("local Triton is back" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(lines)
+        reader.join(10)
+        log = "".join(lines)
+        assert "local Triton (pid" in log and "died with status -9" in log
+        assert "local Triton is back" in log and "stopped" in log, log
+        deadline = time.monotonic() + 10
+        while _processes_mentioning(str(repo)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _processes_mentioning(str(repo)), "tritonserver outlived switchyard serve"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(10)
+        assert proc.stdout is not None
+        proc.stdout.close()

@@ -1,0 +1,79 @@
+"""Retry budget for backend calls: retries stay a small fraction of calls.
+
+A token bucket: every call deposits ``ratio`` tokens (0.1: one retry per ten
+calls), time adds ``min_per_s`` tokens a second (the floor, so a quiet
+gateway may still retry), the bucket holds at most ``max_tokens``, and a retry
+spends one token. Over any stretch of time, retries are therefore at most
+``ratio`` × calls + ``min_per_s`` × seconds + ``max_tokens``: an outage cannot
+multiply the load on the backend, however many calls fail.
+
+Retries sent and retries not sent (and why) are counted in
+``switchyard_backend_retries_total{backend}`` and
+``switchyard_backend_retries_skipped_total{backend,reason}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter
+
+RETRIES = Counter(
+    "switchyard_backend_retries",
+    "Backend calls sent again after UNAVAILABLE, by backend.",
+    ["backend"],
+)
+RETRIES_SKIPPED = Counter(
+    "switchyard_backend_retries_skipped",
+    "Backend calls that failed with UNAVAILABLE and were not retried, by backend and reason "
+    "(budget: retry budget spent; deadline: too little time left; circuit: circuit open; "
+    "unsafe: the request may have reached a non-idempotent route's model; attempts: already retried).",
+    ["backend", "reason"],
+)
+
+
+class RetryBudget:
+    """Token bucket bounding retries to ``ratio`` of calls plus ``min_per_s`` a second."""
+
+    def __init__(
+        self,
+        *,
+        ratio: float = 0.1,
+        min_per_s: float = 2.0,
+        max_tokens: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ratio < 0 or min_per_s < 0 or max_tokens < 1:
+            raise ValueError("need ratio >= 0, min_per_s >= 0 and max_tokens >= 1")
+        self.ratio = ratio
+        self.min_per_s = min_per_s
+        self.max_tokens = max_tokens
+        self._clock = clock
+        self._tokens = max_tokens
+        self._updated = clock()
+
+    @property
+    def tokens(self) -> float:
+        self._refill()
+        return self._tokens
+
+    def deposit(self) -> None:
+        """One call was made (its first attempt)."""
+        self._refill()
+        self._tokens = min(self._tokens + self.ratio, self.max_tokens)
+
+    def try_spend(self) -> bool:
+        """Takes the token of one retry; False when the budget is spent."""
+        self._refill()
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = now - self._updated
+        self._updated = now
+        if elapsed > 0:
+            self._tokens = min(self._tokens + elapsed * self.min_per_s, self.max_tokens)
