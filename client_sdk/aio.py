@@ -39,7 +39,9 @@ class AsyncClient:
     ``default_timeout`` is the deadline, in seconds, of every call that names
     none (None: no deadline). ``retries`` applies to idempotent calls that fail
     with ``UNAVAILABLE`` (None: never retry). ``metadata`` goes with every call.
-    Without ``channel_credentials`` the channel is plaintext.
+    Without ``channel_credentials`` the channel is plaintext
+    (``grpc.ssl_channel_credentials(...)`` for TLS or mutual TLS). ``api_key``
+    sends ``authorization: Bearer <api_key>`` with every call.
 
     Use as ``async with AsyncClient("host:port") as client: ...`` or call
     :meth:`close` when done.
@@ -53,10 +55,11 @@ class AsyncClient:
         retries: RetryPolicy | None = DEFAULT_RETRY_POLICY,
         metadata: messages.MetadataLike | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.target = target
         self._calls = CallPolicy(default_timeout, retries)
-        self._metadata = messages.call_metadata(metadata)
+        self._metadata = messages.call_metadata(metadata, api_key=api_key)
         self._credentials = channel_credentials
         self._channel: grpc.aio.Channel | None = None
         self._stub: gateway_pb2_grpc.GatewayStub | None = None

@@ -34,12 +34,23 @@ MetadataLike = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
 _KIND_PREFIX = "ROUTE_KIND_"
 
 
-def call_metadata(metadata: MetadataLike | None) -> Metadata | None:
-    """Metadata sent with every call, as the tuple of pairs gRPC expects."""
-    if metadata is None:
+def call_metadata(metadata: MetadataLike | None, *, api_key: str | None = None) -> Metadata | None:
+    """Metadata sent with every call, as the tuple of pairs gRPC expects.
+
+    ``api_key`` adds ``authorization: Bearer <key>``; it may not be combined
+    with an ``authorization`` entry in ``metadata``.
+    """
+    pairs = () if metadata is None else metadata.items() if isinstance(metadata, Mapping) else metadata
+    normalised = tuple((str(key).lower(), value) for key, value in pairs)
+    if api_key is not None:
+        if not api_key or api_key != api_key.strip():
+            raise ValueError("api_key must be a non-empty string without surrounding whitespace")
+        if any(key == "authorization" for key, _ in normalised):
+            raise ValueError("give either api_key or an 'authorization' metadata entry, not both")
+        normalised += (("authorization", f"Bearer {api_key}"),)
+    if metadata is None and api_key is None:
         return None
-    pairs = metadata.items() if isinstance(metadata, Mapping) else metadata
-    return tuple((str(key).lower(), value) for key, value in pairs)
+    return normalised
 
 
 def infer_request(

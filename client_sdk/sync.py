@@ -38,7 +38,9 @@ class Client:
     ``default_timeout`` is the deadline, in seconds, of every call that names
     none (None: no deadline). ``retries`` applies to idempotent calls that fail
     with ``UNAVAILABLE`` (None: never retry). ``metadata`` goes with every call.
-    Without ``channel_credentials`` the channel is plaintext.
+    Without ``channel_credentials`` the channel is plaintext
+    (``grpc.ssl_channel_credentials(...)`` for TLS or mutual TLS). ``api_key``
+    sends ``authorization: Bearer <api_key>`` with every call.
 
     Use as ``with Client("host:port") as client: ...`` or call :meth:`close`.
     """
@@ -51,10 +53,11 @@ class Client:
         retries: RetryPolicy | None = DEFAULT_RETRY_POLICY,
         metadata: messages.MetadataLike | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.target = target
         self._calls = CallPolicy(default_timeout, retries)
-        self._metadata = messages.call_metadata(metadata)
+        self._metadata = messages.call_metadata(metadata, api_key=api_key)
         if channel_credentials is None:
             self._channel = grpc.insecure_channel(target, options=channel_options())
         else:

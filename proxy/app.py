@@ -3,7 +3,8 @@
 ``Gateway.start`` connects to Triton, waits for the routes' models, builds
 and type-checks every route (failing before the port opens if any is wrong),
 then serves ``switchyard.v1.Gateway``, ``grpc.health.v1.Health`` and server
-reflection on one port, plus Prometheus metrics on another. ``Gateway.stop``
+reflection on one port (TLS or mutual TLS and API keys when configured, see
+``proxy.security``), plus Prometheus metrics on another. ``Gateway.stop``
 reports NOT_SERVING, stops taking calls, lets in-flight ones finish within
 the grace period, then closes the backend channel.
 """
@@ -23,9 +24,11 @@ from switchyard.proxy.config import RoutesFile
 from switchyard.proxy.health import HealthMonitor
 from switchyard.proxy.metrics import start_metrics_server
 from switchyard.proxy.routes import RouteTable, build_routes
+from switchyard.proxy.security import load_security
 from switchyard.proxy.service import GatewayService
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
+from switchyard.proxy.wire import add_gateway_service
+from switchyard.v1 import gateway_pb2
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class Gateway:
     async def start(self) -> int:
         """Starts serving; returns the bound gRPC port."""
         s = self.settings
+        security = load_security(s)  # TLS files and API keys: a bad one fails here, before anything starts
         self._backend = TritonBackend(s.triton_url, max_message_bytes=s.max_message_bytes)
         models = sorted({m for r in self._routes_config.routes for m in r.models()})
         log.info("waiting for models in Triton at %s: %s", s.triton_url, ", ".join(models))
@@ -63,14 +67,14 @@ class Gateway:
             self._cache = MemoryCache(s.cache_max_bytes, name="memory")
         self.routes = await build_routes(self._routes_config, self._backend, data_cache=self._data_cache)
         self._health = HealthMonitor(self.routes, self._backend, interval_s=s.health_interval_s)
+        security.log_warnings(r.name for r in self.routes)
 
         server = grpc.aio.server(
+            interceptors=security.interceptors(),
             options=server_options(max_message_bytes=s.max_message_bytes),
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
-        gateway_pb2_grpc.add_GatewayServicer_to_server(
-            GatewayService(self.routes, s, self._health, cache=self._cache), server
-        )
+        add_gateway_service(GatewayService(self.routes, s, self._health, cache=self._cache), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
             (
@@ -82,7 +86,7 @@ class Gateway:
         )
         address = f"{s.host}:{s.port}"
         try:
-            port = server.add_insecure_port(address)
+            port = security.add_port(server, address)  # TLS only when TLS is configured
         except RuntimeError as exc:
             raise PortInUse(f"cannot listen on {address}: the port is in use or the address is not local") from exc
         if port == 0:
@@ -104,6 +108,7 @@ class Gateway:
             port,
             f"{s.metrics_host}:{self.metrics_port}" if self.metrics_port else "off",
         )
+        log.info("gateway port security: %s", security.describe())
         return port
 
     async def wait_for_termination(self) -> None:

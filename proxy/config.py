@@ -11,6 +11,9 @@ TOML with one ``[[routes]]`` table per route::
     description = "8x8 digit classifier"
     timeout_s = 5.0                 # route deadline cap (optional)
     max_request_bytes = 16777216    # larger requests: INVALID_ARGUMENT
+    max_inflight = 64               # this route's requests in flight at once; past it
+                                    # RESOURCE_EXHAUSTED at once (optional; unset: only
+                                    # the process's bound, settings' max_inflight)
 
     # Optional: what clients send when pre-processing changes the model's
     # inputs. Omitted, the route takes exactly the model's inputs.
@@ -206,6 +209,7 @@ class _RouteBase(BaseModel):
     description: str = ""
     timeout_s: float | None = Field(None, gt=0)
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    max_inflight: int | None = Field(None, ge=1)
     inputs: list[TensorSpecConfig] | None = None
     pre: list[OpConfig] = Field(default_factory=list)
     post: list[OpConfig] = Field(default_factory=list)

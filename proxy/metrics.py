@@ -1,7 +1,8 @@
 """Prometheus metrics of the gateway.
 
 Requests by route and status code, end-to-end latency per route, latency per
-stage (pre, infer, post) and calls in flight. The endpoint is served by
+stage (pre, infer, post), calls in flight and calls shed by a ``max_inflight``
+bound. The endpoint is served by
 ``start_metrics_server`` on its own port, bound to loopback unless configured
 otherwise.
 """
@@ -26,6 +27,12 @@ STAGE_LATENCY = Histogram(
     buckets=_BUCKETS,
 )
 IN_FLIGHT = Gauge("switchyard_inflight_requests", "Requests being processed now, by route.", ["route"])
+SHED = Counter(
+    "switchyard_shed_requests",
+    "Requests refused with RESOURCE_EXHAUSTED because a max_inflight bound was reached, "
+    "by route and bound (reason: gateway or route).",
+    ["route", "reason"],
+)
 BACKEND_READY = Gauge("switchyard_backend_ready", "1 when every model of the route is ready in Triton.", ["route"])
 
 

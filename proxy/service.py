@@ -1,10 +1,25 @@
 """The ``switchyard.v1.Gateway`` service: gRPC in, routes out.
 
-Owns the request's life cycle around a route: deadline (the client's, else
-the default, capped by the route's), validation, metrics, logging with the
-request id, and the single place where domain errors become gRPC statuses.
-Unexpected exceptions become INTERNAL with a fixed message and the request
-id; the traceback goes to the log, never to the client.
+Owns the request's life cycle around a route: admission (load shedding),
+deadline (the client's, else the default, capped by the route's), validation,
+metrics, logging with the request id, and the single place where domain
+errors become gRPC statuses. Unexpected exceptions become INTERNAL with a
+fixed message and the request id; the traceback goes to the log, never to the
+client.
+
+Load shedding: every inference request (``Infer``, ``InferProgressive``, each
+request of an ``InferStream``) first takes a slot from the process's
+:class:`~switchyard.proxy.admission.Admission`. Past ``max_inflight`` (the
+process's, or the route's own) it is answered ``RESOURCE_EXHAUSTED`` at once,
+before validation or any backend work, and counted in
+``switchyard_shed_requests_total{route,reason}``; a shed stream request gets
+its error on the stream, the stream goes on.
+
+Deadlines: every backend call carries the call's remaining time as its gRPC
+timeout; on top of that, nothing a unary request runs may outlive its
+deadline by more than ``DEADLINE_SLACK_S`` (a last resort for waits that are
+not backend calls, such as joining a coalesced flight started by a caller
+with a later deadline).
 """
 
 from __future__ import annotations
@@ -17,9 +32,10 @@ from collections.abc import AsyncIterator
 import grpc
 
 from switchyard.proxy import metrics
+from switchyard.proxy.admission import Admission, Shed
 from switchyard.proxy.cache import Cache, Coalescer, cache_key
 from switchyard.proxy.context import CallContext, new_request_id
-from switchyard.proxy.errors import BackendUnavailable, GatewayError, internal_error
+from switchyard.proxy.errors import BackendUnavailable, DeadlineExceeded, GatewayError, internal_error
 from switchyard.proxy.health import HealthMonitor
 from switchyard.proxy.routes import ProgressiveRoute, Route, RouteTable
 from switchyard.proxy.settings import GatewaySettings
@@ -31,6 +47,13 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_ROUTE = "<unknown>"
 
+DEADLINE_SLACK_S = 0.1
+"""How long past its deadline a request's work may run before the service gives up on it.
+
+The backend call's own gRPC timeout ends at the deadline and reports which
+model was late; this bound only catches what has no timeout of its own.
+"""
+
 
 class GatewayService(gateway_pb2_grpc.GatewayServicer):
     def __init__(
@@ -41,6 +64,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self._health = health
         self._cache = cache
         self._coalescer = Coalescer()
+        self.admission = Admission(settings.max_inflight)
 
     # -- unary --------------------------------------------------------------
 
@@ -48,6 +72,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         outcome = await self._answer(request, context.time_remaining(), context)
         if isinstance(outcome, GatewayError):
             await context.abort(outcome.code, outcome.message)
+            raise AssertionError("unreachable: abort raises")
         return outcome
 
     async def InferProgressive(  # noqa: N802
@@ -61,6 +86,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         outcome = await self._answer(request, context.time_remaining(), context)
         if isinstance(outcome, GatewayError):
             await context.abort(outcome.code, outcome.message)
+            raise AssertionError("unreachable: abort raises")
         yield pb.ProgressiveResponse(stage=request.route, stage_index=0, final=True, response=outcome)
 
     async def _progressive(
@@ -71,6 +97,10 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         ctx = CallContext.start(
             request.request_id, label, self._timeout(context.time_remaining(), route.description.timeout_s)
         )
+        shed = self._admit(label, started)
+        if shed is not None:
+            await context.abort(shed.code, shed.message)
+            raise AssertionError("unreachable: abort raises")
         code = grpc.StatusCode.OK
         metrics.IN_FLIGHT.labels(label).inc()
         answered = False
@@ -99,6 +129,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
+            self.admission.release(label)
             metrics.IN_FLIGHT.labels(label).dec()
             metrics.REQUESTS.labels(label, code.name).inc()
             metrics.LATENCY.labels(label).observe(time.monotonic() - started)
@@ -168,6 +199,23 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
 
     # -- the request life cycle ---------------------------------------------
 
+    def _admit(self, label: str, started: float) -> Shed | None:
+        """Takes an admission slot for a request of route ``label``; the shed error (counted) if none is free.
+
+        Called before validation: a shed request costs a dictionary lookup.
+        A request admitted here must call ``self.admission.release(label)``.
+        """
+        limit = self._routes.get(label).description.max_inflight if label in self._routes else None
+        try:
+            self.admission.admit(label, limit)
+        except Shed as exc:
+            metrics.SHED.labels(label, exc.reason).inc()
+            metrics.REQUESTS.labels(label, exc.code.name).inc()
+            metrics.LATENCY.labels(label).observe(time.monotonic() - started)
+            log.debug("request on route %s shed: %s", label, exc.message)
+            return exc
+        return None
+
     def _timeout(self, client_remaining: float | None, route_timeout: float | None) -> float:
         timeout = client_remaining if client_remaining is not None else self._settings.default_timeout_s
         if route_timeout is not None:
@@ -226,6 +274,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     ) -> pb.InferResponse | GatewayError:
         label = request.route if request.route in self._routes else UNKNOWN_ROUTE
         started = time.monotonic()
+        shed = self._admit(label, started)
+        if shed is not None:
+            return shed
         ctx = CallContext.start(request.request_id, label, self._timeout(client_remaining, None))
         code = grpc.StatusCode.OK
         metrics.IN_FLIGHT.labels(label).inc()
@@ -234,7 +285,14 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             description = route.description
             ctx.deadline = started + self._timeout(client_remaining, description.timeout_s)
             self._check(request, route)
-            response = await self._run(route, request, ctx)
+            bound = asyncio.timeout(max(ctx.remaining(), 0.0) + DEADLINE_SLACK_S)
+            try:
+                async with bound:
+                    response = await self._run(route, request, ctx)
+            except TimeoutError:
+                if not bound.expired():
+                    raise
+                raise DeadlineExceeded(f"deadline exceeded on route {route.name!r}") from None
             if context is not None and ctx.spans:
                 context.set_trailing_metadata((("switchyard-timing", ctx.timing_header()),))
             return response
@@ -252,6 +310,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             log.exception("request %s on route %s failed unexpectedly", ctx.request_id, label)
             return internal_error(ctx.request_id)
         finally:
+            self.admission.release(label)
             metrics.IN_FLIGHT.labels(label).dec()
             metrics.REQUESTS.labels(label, code.name).inc()
             metrics.LATENCY.labels(label).observe(time.monotonic() - started)

@@ -46,6 +46,15 @@ class GatewaySettings(BaseSettings):
     stream_max_inflight: int = Field(
         256, ge=1, description="Requests of one InferStream processed at once; the stream reads no further meanwhile."
     )
+    max_inflight: int = Field(
+        512,
+        ge=1,
+        description=(
+            "Inference requests (Infer, InferProgressive, each request of an InferStream) in flight per process; "
+            "past it a request is shed with RESOURCE_EXHAUSTED at once, before validation or any backend call. "
+            "A route's own max_inflight (routes file) bounds that route further."
+        ),
+    )
     health_interval_s: float = Field(1.0, gt=0, description="How often model readiness is polled for health.")
     backend_ready_timeout_s: float = Field(
         120.0, gt=0, description="How long start-up waits for the route's models to be ready in Triton."
@@ -66,6 +75,23 @@ class GatewaySettings(BaseSettings):
         256 * 1024 * 1024, ge=1024, description="Memory bound of the in-process cache of pre-processed inputs."
     )
     data_cache_ttl_s: float = Field(300.0, gt=0, description="How long pre-processed inputs stay cached.")
+    # Transport security and API keys (checked and applied by proxy.security).
+    tls_cert_file: Path | None = Field(
+        None, description="Server certificate chain (PEM); with tls_key_file the gRPC port serves TLS only."
+    )
+    tls_key_file: Path | None = Field(None, description="Private key of tls_cert_file (PEM, unencrypted).")
+    tls_client_ca_file: Path | None = Field(
+        None, description="CA certificates (PEM); set, every client must present a certificate they signed (mTLS)."
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="API keys and the routes each may call (TOML, format in proxy/security.py); with it or "
+        "SWITCHYARD_API_KEYS (name:key,...) every call outside auth_public_services needs a key.",
+    )
+    auth_public_services: tuple[str, ...] = Field(
+        ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"),
+        description="gRPC services callable without an API key (health for load balancers, reflection for grpcurl).",
+    )
 
     @field_validator("triton_url")
     @classmethod

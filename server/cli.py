@@ -4,7 +4,9 @@
   repository if needed, starts a local Triton from the ``nvidia-pytriton``
   wheel, waits for its models, then serves the gateway (gRPC on 8500,
   metrics on 127.0.0.1:8502). ``--triton-url`` uses an existing Triton
-  instead. SIGINT/SIGTERM drain in-flight calls, then stop Triton.
+  instead. SIGINT/SIGTERM drain in-flight calls, then stop Triton. A local
+  Triton that dies is restarted on the same ports (``LocalTriton.supervise``);
+  after repeated quick failures serve gives up and exits 1.
 * ``switchyard models build`` — builds the bundled model repository.
 
 The event loop is uvloop's, one per process.
@@ -27,6 +29,7 @@ from pydantic import ValidationError
 from switchyard.proxy.app import Gateway, PortInUse
 from switchyard.proxy.config import load_routes
 from switchyard.proxy.errors import ConfigError, GatewayError
+from switchyard.proxy.security import load_security
 from switchyard.proxy.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewaySettings
 from switchyard.server.triton import LocalTriton, LocalTritonError
 
@@ -61,6 +64,9 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+    for key in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "api_keys_file"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
     if args.no_metrics:
         overrides["metrics_port"] = None
     elif args.metrics_port is not None:
@@ -73,12 +79,14 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
 async def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     routes = load_routes(settings.routes_file)
+    load_security(settings)  # bad TLS or API key files fail here, before Triton starts
     triton = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     gateway: Gateway | None = None
+    supervisor: asyncio.Task[None] | None = None
     try:
         if not args.triton_url:
             # A repository named on the command line is the user's: used as it
@@ -92,10 +100,19 @@ async def serve(args: argparse.Namespace) -> int:
         gateway = Gateway(settings, routes)
         port = await gateway.start()
         print(f"switchyard: serving on {settings.host}:{port}", flush=True)
+        if triton is not None:
+            # Restarts the local Triton when it dies; if it gives up, serve stops and exits 1.
+            supervisor = asyncio.create_task(triton.supervise(ready_timeout_s=settings.backend_ready_timeout_s))
+            supervisor.add_done_callback(lambda _task: stop.set())
         await stop.wait()
+        if supervisor is not None and supervisor.done():
+            supervisor.result()  # raises TritonGaveUp, reported by main()
         log.info("shutting down: draining in-flight calls for up to %g s", settings.grace_s)
         return 0
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.wait([supervisor])
         if gateway is not None:
             await gateway.stop()
         if triton is not None:
@@ -123,6 +140,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, help=f"metrics port (default {DEFAULT_METRICS_PORT}; 0 picks one)")
     s.add_argument("--no-metrics", action="store_true", help="do not serve metrics")
     s.add_argument("--grace-s", type=float, help="seconds in-flight calls may finish after SIGTERM")
+    s.add_argument("--tls-cert", dest="tls_cert_file", type=Path, help="server certificate (PEM): serve TLS only")
+    s.add_argument("--tls-key", dest="tls_key_file", type=Path, help="private key of --tls-cert (PEM, unencrypted)")
+    s.add_argument(
+        "--tls-client-ca",
+        dest="tls_client_ca_file",
+        type=Path,
+        help="CA certificates (PEM): require client certificates signed by them (mutual TLS)",
+    )
+    s.add_argument(
+        "--api-keys-file",
+        dest="api_keys_file",
+        type=Path,
+        help="API keys and their allowed routes (TOML, see proxy/security.py); "
+        "SWITCHYARD_API_KEYS=name:key,... adds keys allowed every route",
+    )
     s.add_argument(
         "--model-repository",
         type=Path,

@@ -33,7 +33,7 @@ OFFLOAD_BYTES = 256 * 1024
 @dataclass(frozen=True)
 class RouteDescription:
     name: str
-    kind: pb.RouteKind.ValueType
+    kind: pb.RouteKind
     description: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -43,6 +43,8 @@ class RouteDescription:
     timeout_s: float | None
     steps: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     cached: bool = False
+    max_inflight: int | None = None
+    """Requests of this route in flight at once before more are shed; None: only the process's bound."""
 
     def to_proto(self) -> pb.RouteInfo:
         return pb.RouteInfo(
@@ -90,7 +92,7 @@ class Route(ABC):
 
 def fingerprint_of(config: BaseModel) -> str:
     """A stable text of a route's configuration (models, versions, ops and their parameters)."""
-    return config.model_dump_json(exclude={"description", "timeout_s", "max_request_bytes"})
+    return config.model_dump_json(exclude={"description", "timeout_s", "max_request_bytes", "max_inflight"})
 
 
 class Preprocessor:

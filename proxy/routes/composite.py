@@ -213,8 +213,9 @@ class ModelStep:
                     f"step {self.name!r}: {select.tensor} = {unknown[0]} has no model in select.models",
                 )
             return np.array([table[int(v)] for v in selector], dtype=object)
-        assert select.threshold is not None
-        return np.where(selector.astype(np.float64) < select.threshold, select.below, select.above).astype(object)
+        assert select.threshold is not None and select.below is not None and select.above is not None
+        below = selector.astype(np.float64) < select.threshold
+        return np.array([select.below if b else select.above for b in below], dtype=object)
 
 
 def _signature(info: ModelInfo) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -230,7 +231,7 @@ def _renamed(tensor: pb.Tensor, name: str) -> pb.Tensor:
 class _Composite(Route):
     """What the three kinds share: route inputs, pre ops, the data cache and the description."""
 
-    kind: pb.RouteKind.ValueType
+    kind: pb.RouteKind
     label: str
 
     def __init__(
@@ -271,6 +272,7 @@ class _Composite(Route):
             timeout_s=self.config.timeout_s,
             steps=tuple((s.name, s.model_refs({})) for s in steps),
             cached=self.cache_ttl_s is not None,
+            max_inflight=self.config.max_inflight,
         )
 
     async def _start(self, request: pb.InferRequest, ctx: CallContext) -> Tensors:
@@ -352,8 +354,9 @@ def _reject_cycles(config: SerialRouteConfig, infos: Mapping[str, ModelInfo], wh
         if step.select is not None:
             sources.append(("select.tensor", step.select.tensor))
         for field, source in sources:
-            j = producers.get(source)
-            if j is not None and j >= i:
+            producer = producers.get(source)
+            if producer is not None and producer >= i:
+                j = producer
                 raise ConfigError(
                     f"{where}.steps[{i}].{field}: reads {source!r}, which step {config.steps[j].name!r} "
                     "produces at or after this one; steps run in order, so this is a cycle"

@@ -65,6 +65,7 @@ class SingleModelRoute(Route):
             max_request_bytes=config.max_request_bytes,
             timeout_s=config.timeout_s,
             cached=self.cache_ttl_s is not None,
+            max_inflight=config.max_inflight,
         )
 
     async def infer(self, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:

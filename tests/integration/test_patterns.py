@@ -177,30 +177,36 @@ def test_progressive_fast_answer_arrives_before_the_slow_model_finishes(
 ) -> None:
     _, x_test, _, y_test = digits_split()
     images = x_test[:64]
-    sent = time.monotonic()
-    stream = gateway_stub.InferProgressive(
-        pb.InferRequest(route="digits_progressive", inputs=[from_numpy("image", images)]), timeout=20
-    )
-    messages = []
-    for message in stream:
-        messages.append((time.monotonic() - sent, message))
-    assert [(m.stage, m.stage_index, m.final) for _, m in messages] == [("fast", 0, False), ("accurate", 1, True)]
-
-    fast = {t.name: to_numpy(t) for t in messages[0][1].response.outputs}
-    accurate = {t.name: to_numpy(t) for t in messages[1][1].response.outputs}
-    np.testing.assert_allclose(
-        fast["probabilities"], onnx(model_repository, "digits_logreg", {"image": images})[1], atol=1e-6
-    )
-    np.testing.assert_allclose(
-        accurate["probabilities"], onnx(model_repository, "digits_mlp", {"image": images})[1], atol=1e-5
-    )
-    assert (accurate["label"].reshape(-1) == y_test[:64]).mean() >= (fast["label"].reshape(-1) == y_test[:64]).mean()
-
-    # The client held the fast answer before the proxy saw the slow stage end.
-    # The client's clock started before the proxy's, so this is conservative.
-    timings = spans(stream)
-    fast_received = messages[0][0] * 1e3
-    assert fast_received < timings["stage:accurate"][1], (fast_received, timings)
+    early: list[bool] = []
+    seen: list[dict[str, tuple[float, float]]] = []
+    for _attempt in range(5):
+        sent = time.monotonic()
+        stream = gateway_stub.InferProgressive(
+            pb.InferRequest(route="digits_progressive", inputs=[from_numpy("image", images)]), timeout=30
+        )
+        messages = [(time.monotonic() - sent, message) for message in stream]
+        timings = spans(stream)
+        seen.append(timings)
+        stages = [(m.stage, m.stage_index, m.final) for _, m in messages]
+        if stages == [("accurate", 1, True)]:
+            # On a loaded machine the slow model can win; a worse answer is then never sent after it.
+            continue
+        assert stages == [("fast", 0, False), ("accurate", 1, True)], (stages, timings)
+        fast = {t.name: to_numpy(t) for t in messages[0][1].response.outputs}
+        accurate = {t.name: to_numpy(t) for t in messages[1][1].response.outputs}
+        reference_fast = onnx(model_repository, "digits_logreg", {"image": images})[1]
+        np.testing.assert_allclose(fast["probabilities"], reference_fast, atol=1e-6)
+        reference_accurate = onnx(model_repository, "digits_mlp", {"image": images})[1]
+        np.testing.assert_allclose(accurate["probabilities"], reference_accurate, atol=1e-5)
+        hits = [(out["label"].reshape(-1) == y_test[:64]).mean() for out in (fast, accurate)]
+        assert hits[1] >= hits[0]
+        # The client held the fast answer before the proxy saw the slow stage
+        # end. The client's clock starts before the proxy's, so this is
+        # conservative; a proxy that buffered the answers could never pass it.
+        early.append(messages[0][0] * 1e3 < timings["stage:accurate"][1])
+        if early[-1]:
+            break
+    assert any(early), f"the fast answer never reached the client before the slow stage ended: {early} {seen}"
 
 
 def test_image_route_decodes_png_bytes(gateway_stub: gateway_pb2_grpc.GatewayStub) -> None:
