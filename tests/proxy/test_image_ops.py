@@ -22,21 +22,7 @@ from switchyard.proxy.ops import OpTypeError, build_op
 from switchyard.proxy.specs import TensorSpec
 from switchyard.proxy.xp import to_device, to_host
 
-
-def _cupy() -> ModuleType | None:
-    try:
-        import cupy
-
-        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-CUPY = _cupy()
-MODULES = [
-    pytest.param(np, id="numpy"),
-    pytest.param(CUPY, id="cupy", marks=pytest.mark.skipif(CUPY is None, reason="no CUDA device or CuPy")),
-]
+from .array_modules import CUPY, MODULES
 
 rng = np.random.default_rng(11)
 # scikit-learn's 8x8 digits (values 0..16), brought to 0..255 grayscale.
