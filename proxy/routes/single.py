@@ -3,6 +3,10 @@
 With no pre-ops the client's tensors go to Triton as they arrived (raw
 bytes, no decoding); with no post-ops Triton's outputs come back the same
 way. Ops run only when the route declares them.
+
+With ``batching`` configured, the model call goes through a
+:class:`~switchyard.proxy.batching.MicroBatcher`: concurrent requests (per
+version, input shapes and requested outputs) share one Triton call.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.batching import MicroBatcher
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.config import RouteConfig
 from switchyard.proxy.context import CallContext
@@ -51,6 +56,19 @@ class SingleModelRoute(Route):
                 raise ConfigError(f"{where}.pre: model {model.name!r} needs input {spec}, the route produces {got}")
         outputs = chain_specs(self._post, model.outputs, f"{where}.post")
         self._model_inputs = [s.name for s in model.inputs]
+        self._batcher: MicroBatcher | None = None
+        if config.batching is not None:
+            if model.max_batch_size <= 0:
+                raise ConfigError(
+                    f"{where}.batching: model {model.name!r} does not batch (max_batch_size 0); remove batching"
+                )
+            self._batcher = MicroBatcher(
+                backend,
+                model.name,
+                max_delay_s=config.batching.max_delay_ms / 1e3,
+                max_batch=min(config.batching.max_batch, model.max_batch_size),
+                eager=config.batching.eager,
+            )
         self._prepare = Preprocessor(
             config.name, self._pre, self._model_inputs, data_cache if config.data_cache else None, 60.0
         )
@@ -78,9 +96,14 @@ class SingleModelRoute(Route):
         model_outputs: list[str] = [] if self._post else wanted
         version = request.model_versions.get(self._model, self._version)
         with ctx.stage("infer"):
-            result = await self._backend.infer(
-                self._model, version, inputs, model_outputs, timeout_s=ctx.remaining(), request_id=ctx.request_id
-            )
+            if self._batcher is None:
+                result = await self._backend.infer(
+                    self._model, version, inputs, model_outputs, timeout_s=ctx.remaining(), request_id=ctx.request_id
+                )
+            else:
+                result = await self._batcher.infer(
+                    version, inputs, model_outputs, deadline=ctx.deadline, request_id=ctx.request_id
+                )
         outputs = result.outputs
         if self._post:
             with ctx.stage("post"):
