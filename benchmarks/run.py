@@ -10,14 +10,16 @@ One command starts everything it measures, on loopback, in this order: the
 bundled ``digits_logreg`` model built into a temporary folder, a local Triton
 serving it (``LocalTriton``), the Switchyard gateway as its own process
 (``python -m switchyard.server.cli serve --triton-url ... --port 0
---no-metrics``, with a routes file holding only the ``digits`` route), the
+--no-metrics``, with a routes file holding the ``digits`` route and its
+micro-batched twin ``digits_batched``), the
 floor proxy (``benchmarks/floor_proxy.py``) in front of the same Triton, and
 an echo server (the floor proxy with ``--echo``) that measures the load
 generator's own ceiling. Then, with the load generator of ``loadgen.py``, at
 each concurrency in turn it measures the three paths to the same model with
 the same request (one row of 64 FP32 pixels): ``triton`` (ModelInfer on
 Triton's port), ``floor`` (the same bytes through the floor), ``switchyard``
-(``Gateway/Infer`` on route ``digits``).
+(``Gateway/Infer`` on route ``digits``) and ``switchyard_batched`` (the same
+gateway, route ``digits_batched``: gateway-side micro-batching, 2 ms).
 
 It prints a Markdown table and writes ``run-<profile>-<time>.json`` (every
 window of every point), ``.md`` (the table) and ``.png`` (latency against
@@ -53,15 +55,29 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 MODEL = "digits_logreg"
 ROUTE = "digits"
-ROUTES_TOML = f"""# Written by benchmarks/run.py: the one route it measures.
+BATCHED_ROUTE = "digits_batched"
+ROUTES_TOML = f"""# Written by benchmarks/run.py: the routes it measures (the same model, plain and micro-batched).
 [[routes]]
 name = "{ROUTE}"
 model = "{MODEL}"
+
+[[routes]]
+name = "{BATCHED_ROUTE}"
+model = "{MODEL}"
+batching = {{ max_delay_ms = 2.0, max_batch = 64, eager = true }}
 """
 PATHS = ("triton", "floor", "switchyard")
-"""The three ways to the model, in the order they are measured at each concurrency."""
+"""The three ways to the model, in the order they are measured at each concurrency (closed and open loop)."""
+CLOSED_ONLY = ("switchyard_batched",)
+"""Measured after PATHS at each closed-loop concurrency: the gateway's micro-batched route."""
 
-PROXY_OF = {"triton": None, "floor": "floor", "switchyard": "switchyard", "echo": "echo"}
+PROXY_OF = {
+    "triton": None,
+    "floor": "floor",
+    "switchyard": "switchyard",
+    "switchyard_batched": "switchyard",
+    "echo": "echo",
+}
 """Which server process (besides Triton) each path goes through."""
 
 _SERVING = re.compile(r"serving on (\S+):(\d+)")
@@ -287,7 +303,7 @@ def plot(results: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
     except ImportError:
         return False
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
-    for target in (*PATHS, "echo"):
+    for target in (*PATHS, *CLOSED_ONLY, "echo"):
         points = sorted(
             (r for r in results if r["target"] == target and r["mode"] == "closed"), key=lambda r: r["concurrency"]
         )
@@ -353,21 +369,21 @@ def run(profile: Profile, *, workers: int, batch: int, out: Path, log: Callable[
             targets = {
                 name: Target(
                     name,
-                    addresses[name],
-                    "switchyard" if name == "switchyard" else "oip",
+                    addresses[PROXY_OF[name] or "triton"],
+                    "switchyard" if PROXY_OF[name] == "switchyard" else "oip",
                     model=MODEL,
-                    route=ROUTE,
+                    route=BATCHED_ROUTE if name == "switchyard_batched" else ROUTE,
                     batch=batch,
                     check=name != "echo",
                 )
-                for name in (*PATHS, "echo")
+                for name in (*PATHS, *CLOSED_ONLY, "echo")
             }
             pids = {name: server.pid for name, server in servers.items()}
             with LoadGenerator(workers=workers, servers=pids, log=log) as generator:
                 for target in targets.values():
                     generator.probe(target)
                 for concurrency in profile.concurrency:
-                    for name in PATHS:
+                    for name in (*PATHS, *CLOSED_ONLY):
                         log(f"{name}: closed loop, concurrency {concurrency}")
                         results.append(generator.closed_loop(targets[name], concurrency, profile.windows))
                 if profile.echo:

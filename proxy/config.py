@@ -14,6 +14,8 @@ TOML with one ``[[routes]]`` table per route::
     max_inflight = 64               # this route's requests in flight at once; past it
                                     # RESOURCE_EXHAUSTED at once (optional; unset: only
                                     # the process's bound, settings' max_inflight)
+    allow_non_finite = true         # false: FP16/FP32/FP64 inputs holding NaN or
+                                    # +-Inf are INVALID_ARGUMENT (default true)
 
     # Optional: what clients send when pre-processing changes the model's
     # inputs. Omitted, the route takes exactly the model's inputs.
@@ -34,7 +36,11 @@ TOML with one ``[[routes]]`` table per route::
 
 Every kind also takes ``cache = { ttl_s = 60 }`` (prediction cache),
 ``coalesce = true`` (identical requests in flight share one backend call)
-and ``data_cache = true`` (pre-processed inputs are reused). Composite kinds
+and ``data_cache = true`` (pre-processed inputs are reused). Single-model
+routes also take ``batching = { max_delay_ms = 2.0, max_batch = 64, eager = false }``
+(concurrent requests wait up to the delay to share one Triton call; with
+``eager`` a request is sent at once when no merged call is in flight; see
+``proxy.batching``; default off). Composite kinds
 replace ``model`` with a list of model calls, each a *step*::
 
     [[routes]]
@@ -132,6 +138,19 @@ class CacheConfig(BaseModel):
     ttl_s: float = Field(60.0, gt=0)
 
 
+class BatchingConfig(BaseModel):
+    """Gateway-side micro-batching of a single-model route (see ``proxy.batching``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_delay_ms: float = Field(2.0, ge=0, le=1000)
+    """The longest a request waits for others to share its backend call."""
+    max_batch: int = Field(64, ge=1)
+    """Rows per merged call (capped at the model's max_batch_size)."""
+    eager: bool = False
+    """Send a request at once when no merged call of its queue is in flight (no delay at low load)."""
+
+
 class SelectConfig(BaseModel):
     """How a serial step picks its model, row by row, from an earlier result.
 
@@ -216,6 +235,7 @@ class _RouteBase(BaseModel):
     cache: CacheConfig | None = None
     coalesce: bool = False
     data_cache: bool = False
+    allow_non_finite: bool = True
 
     def models(self) -> list[str]:
         raise NotImplementedError
@@ -227,6 +247,7 @@ class RouteConfig(_RouteBase):
     kind: Literal["single"] = "single"
     model: str = Field(min_length=1)
     version: str = Field("", pattern=_VERSION)
+    batching: BatchingConfig | None = None
 
     def models(self) -> list[str]:
         return [self.model]

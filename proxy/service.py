@@ -231,6 +231,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             models=description.model_names,
             max_batch_size=description.max_batch_size,
             max_request_bytes=description.max_request_bytes,
+            allow_non_finite=route.allow_non_finite,
         )
 
     async def _run(self, route: Route, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:

@@ -1,7 +1,8 @@
 """Request validation against a route's declared inputs.
 
 Runs before any backend call and reads only shapes, datatypes and byte
-lengths; it never decodes numeric data. Every failure is an
+lengths; it decodes numeric data only for a route that refuses non-finite
+floats (``allow_non_finite = false``). Every failure is an
 ``InvalidInput(field, reason)`` whose field is a path into the request
 (``inputs[image].shape[1]``), so a client knows exactly what to fix.
 """
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 
 from switchyard.client.tensors import DATATYPES, TensorDecodeError, decode_bytes, element_count, itemsize
 from switchyard.proxy.errors import InvalidInput
@@ -18,6 +22,7 @@ from switchyard.v1 import gateway_pb2 as pb
 
 _VERSION = re.compile(r"^[0-9]+$")
 MAX_REQUEST_ID_LENGTH = 128
+_FLOATS: dict[str, np.dtype[Any]] = {"FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
 
 def check_request(
@@ -28,8 +33,13 @@ def check_request(
     models: Sequence[str],
     max_batch_size: int,
     max_request_bytes: int,
+    allow_non_finite: bool = True,
 ) -> None:
-    """Raises InvalidInput for the first problem found in ``request``."""
+    """Raises InvalidInput for the first problem found in ``request``.
+
+    With ``allow_non_finite=False``, FP16/FP32/FP64 inputs holding NaN or
+    +-Inf are refused, naming the input and the first such element.
+    """
     if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
         raise InvalidInput(
             "request_id", f"is {len(request.request_id)} characters long, at most {MAX_REQUEST_ID_LENGTH}"
@@ -40,6 +50,9 @@ def check_request(
     if total > max_request_bytes:
         raise InvalidInput("inputs", f"carry {total} bytes, this route accepts at most {max_request_bytes}")
     _check_inputs(request.inputs, inputs, max_batch_size)
+    if not allow_non_finite:
+        for tensor in request.inputs:
+            _check_finite(tensor)
     known_outputs = {spec.name for spec in outputs}
     seen: set[str] = set()
     for i, name in enumerate(request.outputs):
@@ -128,3 +141,18 @@ def _check_bytes(tensor: pb.Tensor, field: str) -> None:
             f"{field}.raw_data",
             f"has {len(tensor.raw_data)} bytes, shape {shape} of {tensor.datatype} needs {expected}",
         )
+
+
+def _check_finite(tensor: pb.Tensor) -> None:
+    """InvalidInput naming the first NaN or +-Inf element of a float tensor (whose length is already checked)."""
+    dtype = _FLOATS.get(tensor.datatype)
+    if dtype is None or not tensor.raw_data:
+        return
+    values = np.frombuffer(tensor.raw_data, dtype=dtype)
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    index = int(np.argmin(finite))
+    raise InvalidInput(
+        f"inputs[{tensor.name}]", f"element {index} is {values[index]}; this route accepts finite numbers only"
+    )

@@ -61,6 +61,7 @@ async def build_routes(
             routes.append(ParallelRoute(route, infos, backend, data_cache))
         else:
             routes.append(ProgressiveRoute(route, infos, backend, data_cache))
+        routes[-1].allow_non_finite = route.allow_non_finite
     return RouteTable(routes)
 
 

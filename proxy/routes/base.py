@@ -75,6 +75,8 @@ class Route(ABC):
     """Whether identical requests in flight at once share one backend call."""
     fingerprint: str = ""
     """Everything besides the inputs that decides an answer (models, versions, op parameters)."""
+    allow_non_finite: bool = True
+    """Whether float inputs may hold NaN or +-Inf; False: such requests are INVALID_ARGUMENT."""
 
     @property
     def name(self) -> str:
@@ -92,7 +94,7 @@ class Route(ABC):
 
 def fingerprint_of(config: BaseModel) -> str:
     """A stable text of a route's configuration (models, versions, ops and their parameters)."""
-    return config.model_dump_json(exclude={"description", "timeout_s", "max_request_bytes", "max_inflight"})
+    return config.model_dump_json(exclude={"description", "timeout_s", "max_request_bytes", "max_inflight", "batching"})
 
 
 class Preprocessor:

@@ -136,3 +136,54 @@ def test_request_too_large() -> None:
         check(good(), max_request_bytes=100)
     assert info.value.field == "inputs"
     assert "at most 100" in info.value.reason
+
+
+FLOAT_INPUTS = (TensorSpec("features", "FP32", (-1, 4)),)
+
+
+def check_finite(array: np.ndarray, *, allow: bool, name: str = "features") -> None:
+    dtype = {np.float16: "FP16", np.float32: "FP32", np.float64: "FP64"}[array.dtype.type]
+    specs = (TensorSpec(name, dtype, (-1, 4)),)
+    request = pb.InferRequest(route="r", inputs=[from_numpy(name, array)])
+    check_request(
+        request, specs, OUTPUTS, models=("m",), max_batch_size=8, max_request_bytes=1 << 20, allow_non_finite=allow
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize(("value", "text"), [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")])
+def test_non_finite_refused_when_route_forbids_it(dtype: type, value: float, text: str) -> None:
+    array = np.ones((2, 4), dtype)
+    array.flat[5] = value
+    array.flat[7] = np.nan  # only the first bad element is named
+    with pytest.raises(InvalidInput) as info:
+        check_finite(array, allow=False)
+    assert info.value.field == "inputs[features]"
+    assert info.value.message == f"inputs[features]: element 5 is {text}; this route accepts finite numbers only"
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_non_finite_allowed_by_default(dtype: type) -> None:
+    array = np.full((2, 4), np.nan, dtype)
+    check_finite(array, allow=True)
+    request = pb.InferRequest(route="r", inputs=[from_numpy("features", array.astype(np.float32))])
+    check_request(request, FLOAT_INPUTS, OUTPUTS, models=("m",), max_batch_size=8, max_request_bytes=1 << 20)
+
+
+def test_finite_floats_pass_when_route_forbids_non_finite() -> None:
+    check_finite(np.array([[0.0, -1.5, 3e38, -3e38]], np.float32), allow=False)
+    check_finite(np.array([[65504.0, -65504.0, 0.0, 1e-8]], np.float16), allow=False)
+
+
+def test_non_float_inputs_are_not_checked_for_finiteness() -> None:
+    check(good())  # the BYTES mask is untouched
+    check_request(
+        good(), INPUTS, OUTPUTS, models=("m",), max_batch_size=8, max_request_bytes=1 << 20, allow_non_finite=False
+    )
+
+
+def test_route_config_takes_allow_non_finite() -> None:
+    from switchyard.proxy.config import RouteConfig
+
+    assert RouteConfig(name="r", model="m").allow_non_finite is True
+    assert RouteConfig(name="r", model="m", allow_non_finite=False).allow_non_finite is False
