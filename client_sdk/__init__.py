@@ -3,7 +3,9 @@
 ``Client`` (blocking) and ``AsyncClient`` (asyncio) share one API: ``routes()``,
 ``route(name)``, ``infer(route, inputs)``, ``infer_stream(requests)`` and
 ``infer_progressive(route, inputs)`` (one ``ProgressiveResult`` per stage of a
-progressive route, as each arrives).
+progressive route, as each arrives), and asynchronous jobs: ``submit_job``,
+``get_job``, ``watch_job``, ``cancel_job``, ``list_jobs`` and ``wait`` (a
+:class:`Job` with its ``InferResult`` once it succeeded).
 Failures raise ``SwitchyardError`` subclasses named for their gRPC status;
 idempotent calls are retried on ``UNAVAILABLE`` by ``RetryPolicy``. The
 ``tensors`` codec is exported for code that builds contract messages itself.
@@ -33,6 +35,7 @@ from .errors import (
     Unknown,
     error_from,
 )
+from .jobs import Job, JobPage
 from .results import (
     InferResult,
     ModelRef,
@@ -60,6 +63,8 @@ __all__ = [
     "InferResult",
     "Internal",
     "InvalidArgument",
+    "Job",
+    "JobPage",
     "ModelRef",
     "NotFound",
     "OutOfRange",

@@ -21,11 +21,12 @@ import grpc.aio
 import numpy.typing as npt
 
 from switchyard.v1 import gateway_pb2 as pb
-from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1 import gateway_pb2_grpc, jobs_pb2_grpc
+from switchyard.v1 import jobs_pb2 as jpb
 
-from . import messages
+from . import jobs, messages
 from .channel import channel_options
-from .errors import SwitchyardError, error_from, rpc_code
+from .errors import SwitchyardError, Unknown, error_from, rpc_code
 from .results import InferResult, ProgressiveResult, RouteInfo, StreamRequest
 from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy, check_timeout
 
@@ -63,6 +64,7 @@ class AsyncClient:
         self._credentials = channel_credentials
         self._channel: grpc.aio.Channel | None = None
         self._stub: gateway_pb2_grpc.GatewayStub | None = None
+        self._jobs_stub: jobs_pb2_grpc.JobsStub | None = None
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -76,7 +78,7 @@ class AsyncClient:
     async def close(self) -> None:
         """Closes the channel; calls still running are cancelled. Idempotent."""
         self._closed = True
-        channel, self._channel, self._stub = self._channel, None, None
+        channel, self._channel, self._stub, self._jobs_stub = self._channel, None, None, None
         if channel is not None:
             await channel.close()
 
@@ -90,6 +92,12 @@ class AsyncClient:
                 self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=channel_options())
             self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
         return self._stub
+
+    def _jobs(self) -> jobs_pb2_grpc.JobsStub:
+        self._gateway()  # opens the channel; a closed client refuses the call
+        if self._jobs_stub is None:
+            self._jobs_stub = jobs_pb2_grpc.JobsStub(self._channel)
+        return self._jobs_stub
 
     async def _unary(
         self, method: Any, request: Any, *, timeout: float | None, idempotent: bool, request_id: str | None = None
@@ -230,6 +238,114 @@ class AsyncClient:
             finally:
                 call.cancel()  # no-op once the RPC is over
             await asyncio.sleep(delay)
+
+    # -- asynchronous jobs ----------------------------------------------------
+
+    async def submit_job(
+        self,
+        route: str,
+        inputs: Mapping[str, npt.ArrayLike],
+        *,
+        outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        model_versions: Mapping[str, str | int] | None = None,
+        bypass_cache: bool = False,
+        data_key: str | None = None,
+        idempotency_key: str | None = None,
+        result_ttl: float | None = None,
+        max_attempts: int | None = None,
+        client_id: str | None = None,
+    ) -> str:
+        """Submits one request through ``route`` as a job and returns its id as soon as the job is stored.
+
+        The request is checked now (``NotFound`` for an unknown route,
+        ``InvalidArgument`` naming ``request.inputs[...]`` for bad inputs); the
+        job runs later on a gateway worker. ``idempotency_key`` (made up when
+        not given) makes a retried submit answer with the same job, so submits
+        are retried on ``UNAVAILABLE`` like ``infer``. ``result_ttl`` (seconds)
+        is how long the result is kept after the job ended; ``max_attempts``
+        how many runs it may take; ``client_id`` labels the job for
+        ``list_jobs`` when the gateway has no API keys. ``ResourceExhausted``
+        means the queue is full.
+        """
+        request = jobs.submit_request(
+            route,
+            inputs,
+            outputs=outputs,
+            request_id=request_id,
+            model_versions=model_versions,
+            bypass_cache=bypass_cache,
+            data_key=data_key,
+            idempotency_key=idempotency_key,
+            result_ttl=result_ttl,
+            max_attempts=max_attempts,
+            client_id=client_id,
+        )
+        response: jpb.SubmitJobResponse = await self._unary(
+            self._jobs().SubmitJob, request, timeout=timeout, idempotent=True, request_id=request.request.request_id
+        )
+        return response.job_id
+
+    async def get_job(self, job_id: str, *, timeout: float | None = None) -> jobs.Job:
+        """The job's state, with its result once it succeeded (``NotFound`` for an unknown or removed job)."""
+        message: jpb.Job = await self._unary(
+            self._jobs().GetJob, jpb.GetJobRequest(job_id=job_id), timeout=timeout, idempotent=True
+        )
+        return jobs.job_from(message)
+
+    async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> jobs.Job:
+        """Cancels the job (a queued job never runs, a running one is stopped); returns its state afterwards."""
+        message: jpb.Job = await self._unary(
+            self._jobs().CancelJob, jpb.CancelJobRequest(job_id=job_id), timeout=timeout, idempotent=True
+        )
+        return jobs.job_from(message)
+
+    async def list_jobs(
+        self,
+        *,
+        client_id: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        timeout: float | None = None,
+    ) -> jobs.JobPage:
+        """One page of the caller's jobs, newest first, without results."""
+        request = jobs.list_request(client_id=client_id, page_size=page_size, page_token=page_token)
+        response: jpb.ListJobsResponse = await self._unary(
+            self._jobs().ListJobs, request, timeout=timeout, idempotent=True
+        )
+        return jobs.page_from(response)
+
+    async def watch_job(self, job_id: str, *, timeout: float | None = None) -> AsyncIterator[jobs.Job]:
+        """Yields the job's state now, then each change (state or attempt), ending after the job has ended.
+
+        The last item carries the result (or the error). ``timeout`` (or the
+        default) bounds the whole watch; leaving the loop early cancels it.
+        """
+        deadline = self._calls.deadline(timeout)
+        call = self._jobs().WatchJob(
+            jpb.WatchJobRequest(job_id=job_id), timeout=deadline.remaining(), metadata=self._metadata
+        )
+        try:
+            while True:
+                try:
+                    message = await call.read()
+                except grpc.aio.AioRpcError as error:
+                    raise error_from(error) from error
+                if message is grpc.aio.EOF:
+                    return
+                yield jobs.job_from(message)
+        finally:
+            call.cancel()  # no-op once the RPC is over
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> jobs.Job:
+        """Waits until the job has ended and returns it (``result`` or ``error`` set); ``timeout`` bounds the wait."""
+        last: jobs.Job | None = None
+        async for job in self.watch_job(job_id, timeout=timeout):
+            last = job
+        if last is None or not last.done:
+            raise Unknown(f"job {job_id}: the watch ended before the job did")
+        return last
 
     async def infer_stream(
         self,

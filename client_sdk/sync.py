@@ -20,11 +20,12 @@ import grpc
 import numpy.typing as npt
 
 from switchyard.v1 import gateway_pb2 as pb
-from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1 import gateway_pb2_grpc, jobs_pb2_grpc
+from switchyard.v1 import jobs_pb2 as jpb
 
-from . import messages
+from . import jobs, messages
 from .channel import channel_options
-from .errors import SwitchyardError, error_from, rpc_code
+from .errors import SwitchyardError, Unknown, error_from, rpc_code
 from .results import InferResult, ProgressiveResult, RouteInfo, StreamRequest
 from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy, check_timeout
 
@@ -63,6 +64,7 @@ class Client:
         else:
             self._channel = grpc.secure_channel(target, channel_credentials, options=channel_options())
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
+        self._jobs_stub = jobs_pb2_grpc.JobsStub(self._channel)
         self._closed = False
 
     def __enter__(self) -> Self:
@@ -83,6 +85,10 @@ class Client:
         if self._closed:
             raise RuntimeError("Client is closed")
         return self._stub
+
+    def _jobs(self) -> jobs_pb2_grpc.JobsStub:
+        self._gateway()  # a closed client refuses the call
+        return self._jobs_stub
 
     def _unary(
         self, method: Any, request: Any, *, timeout: float | None, idempotent: bool, request_id: str | None = None
@@ -194,6 +200,95 @@ class Client:
             finally:
                 responses.cancel()  # no-op once the RPC is over
             time.sleep(delay)
+
+    # -- asynchronous jobs ----------------------------------------------------
+
+    def submit_job(
+        self,
+        route: str,
+        inputs: Mapping[str, npt.ArrayLike],
+        *,
+        outputs: Sequence[str] | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        model_versions: Mapping[str, str | int] | None = None,
+        bypass_cache: bool = False,
+        data_key: str | None = None,
+        idempotency_key: str | None = None,
+        result_ttl: float | None = None,
+        max_attempts: int | None = None,
+        client_id: str | None = None,
+    ) -> str:
+        """Submits one request through ``route`` as a job and returns its id; see ``AsyncClient.submit_job``."""
+        request = jobs.submit_request(
+            route,
+            inputs,
+            outputs=outputs,
+            request_id=request_id,
+            model_versions=model_versions,
+            bypass_cache=bypass_cache,
+            data_key=data_key,
+            idempotency_key=idempotency_key,
+            result_ttl=result_ttl,
+            max_attempts=max_attempts,
+            client_id=client_id,
+        )
+        response: jpb.SubmitJobResponse = self._unary(
+            self._jobs().SubmitJob, request, timeout=timeout, idempotent=True, request_id=request.request.request_id
+        )
+        return response.job_id
+
+    def get_job(self, job_id: str, *, timeout: float | None = None) -> jobs.Job:
+        """The job's state, with its result once it succeeded (``NotFound`` for an unknown or removed job)."""
+        message: jpb.Job = self._unary(
+            self._jobs().GetJob, jpb.GetJobRequest(job_id=job_id), timeout=timeout, idempotent=True
+        )
+        return jobs.job_from(message)
+
+    def cancel_job(self, job_id: str, *, timeout: float | None = None) -> jobs.Job:
+        """Cancels the job (a queued job never runs, a running one is stopped); returns its state afterwards."""
+        message: jpb.Job = self._unary(
+            self._jobs().CancelJob, jpb.CancelJobRequest(job_id=job_id), timeout=timeout, idempotent=True
+        )
+        return jobs.job_from(message)
+
+    def list_jobs(
+        self,
+        *,
+        client_id: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        timeout: float | None = None,
+    ) -> jobs.JobPage:
+        """One page of the caller's jobs, newest first, without results."""
+        request = jobs.list_request(client_id=client_id, page_size=page_size, page_token=page_token)
+        response: jpb.ListJobsResponse = self._unary(self._jobs().ListJobs, request, timeout=timeout, idempotent=True)
+        return jobs.page_from(response)
+
+    def watch_job(self, job_id: str, *, timeout: float | None = None) -> Iterator[jobs.Job]:
+        """Yields the job's state now, then each change, ending after it has ended (see ``AsyncClient``)."""
+        deadline = self._calls.deadline(timeout)
+        responses = self._jobs().WatchJob(
+            jpb.WatchJobRequest(job_id=job_id), timeout=deadline.remaining(), metadata=self._metadata
+        )
+        try:
+            for message in responses:
+                yield jobs.job_from(message)
+        except grpc.RpcError as error:
+            raise error_from(error) from error
+        finally:
+            responses.cancel()  # no-op once the RPC is over
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> jobs.Job:
+        """Waits until the job has ended and returns it (``result`` or ``error`` set); ``timeout`` bounds the wait."""
+        last: jobs.Job | None = None
+        for job in self.watch_job(job_id, timeout=timeout):
+            last = job
+        if last is None or not last.done:
+            raise Unknown(f"job {job_id}: the watch ended before the job did")
+        return last
+
+    # -- streaming ------------------------------------------------------------
 
     def infer_stream(
         self, requests: Iterable[StreamRequest], *, timeout: float | None = None

@@ -4,13 +4,16 @@
 and type-checks every route (failing before the port opens if any is wrong),
 then serves ``switchyard.v1.Gateway``, ``grpc.health.v1.Health`` and server
 reflection on one port (TLS or mutual TLS and API keys when configured, see
-``proxy.security``), plus Prometheus metrics on another. ``Gateway.stop``
+``proxy.security``), plus Prometheus metrics on another. Unless jobs are off,
+``switchyard.v1.Jobs`` is served on the same port, with its job store and this
+process's job workers (``proxy.jobs``). ``Gateway.stop``
 reports NOT_SERVING, stops taking calls, lets in-flight ones finish within
 the grace period, then closes the backend channel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -22,13 +25,14 @@ from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
 from switchyard.proxy.config import RoutesFile
 from switchyard.proxy.health import HealthMonitor
+from switchyard.proxy.jobs import JobQueue
 from switchyard.proxy.metrics import start_metrics_server
 from switchyard.proxy.routes import RouteTable, build_routes
 from switchyard.proxy.security import load_security
 from switchyard.proxy.service import GatewayService
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.proxy.wire import add_gateway_service
-from switchyard.v1 import gateway_pb2
+from switchyard.proxy.wire import JOBS_SERVICE, add_gateway_service, add_jobs_service
+from switchyard.v1 import gateway_pb2, jobs_pb2
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class Gateway:
         self.routes: RouteTable | None = None
         self._cache: Cache | None = None
         self._data_cache: Cache | None = None
+        self.jobs: JobQueue | None = None
 
     async def start(self) -> int:
         """Starts serving; returns the bound gRPC port."""
@@ -74,16 +79,25 @@ class Gateway:
             options=server_options(max_message_bytes=s.max_message_bytes),
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
-        add_gateway_service(GatewayService(self.routes, s, self._health, cache=self._cache), server)
+        service = GatewayService(self.routes, s, self._health, cache=self._cache)
+        add_gateway_service(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
-        reflection.enable_server_reflection(
-            (
-                gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        services = [
+            gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        if s.jobs_backend != "off":
+            health_servicer = self._health.servicer
+
+            async def jobs_health(ok: bool) -> None:
+                status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                await health_servicer.set(JOBS_SERVICE, status)
+
+            self.jobs = JobQueue(s, service, keys=security.keys, on_store_health=jobs_health)
+            add_jobs_service(self.jobs.service, server)
+            services.insert(1, jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name)
+        reflection.enable_server_reflection(services, server)
         address = f"{s.host}:{s.port}"
         try:
             port = security.add_port(server, address)  # TLS only when TLS is configured
@@ -92,6 +106,8 @@ class Gateway:
         if port == 0:
             raise PortInUse(f"cannot listen on {address}: the port is in use or the address is not local")
         await self._health.start()
+        if self.jobs is not None:
+            await self.jobs.start()
         await server.start()
         self._server = server
         self.port = port
@@ -120,9 +136,13 @@ class Gateway:
         grace = self.settings.grace_s if grace_s is None else grace_s
         if self._health is not None:
             await self._health.stop()
-        if self._server is not None:
-            await self._server.stop(grace)
-            self._server = None
+        jobs, self.jobs = self.jobs, None
+        server, self._server = self._server, None
+        # Running jobs and in-flight calls drain together, within the same grace period.
+        await asyncio.gather(
+            *([server.stop(grace)] if server is not None else []),
+            *([jobs.stop(grace)] if jobs is not None else []),
+        )
         if self._backend is not None:
             await self._backend.close()
             self._backend = None

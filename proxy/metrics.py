@@ -2,7 +2,7 @@
 
 Requests by route and status code, end-to-end latency per route, latency per
 stage (pre, infer, post), calls in flight and calls shed by a ``max_inflight``
-bound. The endpoint is served by
+bound, and the job queue (depth by state, job latency, attempts). The endpoint is served by
 ``start_metrics_server`` on its own port, bound to loopback unless configured
 otherwise.
 """
@@ -34,6 +34,35 @@ SHED = Counter(
     ["route", "reason"],
 )
 BACKEND_READY = Gauge("switchyard_backend_ready", "1 when every model of the route is ready in Triton.", ["route"])
+
+
+# Asynchronous jobs (proxy.jobs). Job latency runs from submit to the end, so
+# its buckets reach far past a request's.
+_JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+JOBS = Gauge(
+    "switchyard_jobs",
+    "Jobs in the job store, by state (queue depth: state=QUEUED); read from the store, so every process "
+    "sharing a store reports the same numbers.",
+    ["state"],
+)
+JOB_LATENCY = Histogram(
+    "switchyard_job_latency_seconds",
+    "Time from SubmitJob to the job's end, by terminal state (SUCCEEDED, FAILED, CANCELLED).",
+    ["state"],
+    buckets=_JOB_BUCKETS,
+)
+JOB_ATTEMPTS = Counter(
+    "switchyard_job_attempts",
+    "Job attempts started by this process's workers, by kind: first, redelivery (the previous worker's "
+    "lease ran out) or retry (after a retryable error).",
+    ["kind"],
+)
+JOB_COMPLETIONS = Counter(
+    "switchyard_job_completions",
+    "Job outcomes a worker tried to write, by result: written, or stale (its lease had been lost, so the "
+    "outcome was discarded and the job's result stayed as another attempt wrote it).",
+    ["result"],
+)
 
 
 def start_metrics_server(host: str, port: int) -> int:

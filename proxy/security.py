@@ -41,7 +41,8 @@ matches no route served (a likely typo).
 **Authorisation.** A key may call the routes its patterns match. The route is
 inside the request message, so the interceptor wraps the method handlers and
 checks each request message as it arrives: ``Infer`` and ``InferProgressive``
-check ``route``, ``GetRoute`` checks ``name``, and ``InferStream`` checks
+check ``route``, ``GetRoute`` checks ``name``, ``Jobs.SubmitJob`` checks
+``request.route``, and ``InferStream`` checks
 every request of the stream; a refused route is ``PERMISSION_DENIED`` naming
 the route. On ``InferStream`` a refused request aborts the whole stream with
 ``PERMISSION_DENIED`` (answers not yet sent are lost): a client only sends a
@@ -89,6 +90,7 @@ DEFAULT_PUBLIC_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
 )
 GATEWAY_SERVICE = "switchyard.v1.Gateway"
+JOBS_SERVICE = "switchyard.v1.Jobs"
 
 # Method -> the request field that names the route the call uses.
 ROUTE_FIELDS: dict[str, str] = {
@@ -96,10 +98,14 @@ ROUTE_FIELDS: dict[str, str] = {
     f"/{GATEWAY_SERVICE}/InferStream": "route",
     f"/{GATEWAY_SERVICE}/InferProgressive": "route",
     f"/{GATEWAY_SERVICE}/GetRoute": "name",
+    f"/{JOBS_SERVICE}/SubmitJob": "request.route",
 }
-# Methods that use no route and are open to every valid key.
+# Methods that use no route and are open to every valid key (the Jobs service
+# lets a key reach only its own jobs).
 LIST_ROUTES = f"/{GATEWAY_SERVICE}/ListRoutes"
-ROUTELESS_METHODS = frozenset({LIST_ROUTES})
+ROUTELESS_METHODS = frozenset(
+    {LIST_ROUTES, *(f"/{JOBS_SERVICE}/{m}" for m in ("GetJob", "WatchJob", "CancelJob", "ListJobs"))}
+)
 
 AUTH_REFUSED = Counter(
     "switchyard_auth_refused",
@@ -362,6 +368,14 @@ def _credential(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | Non
     return bearer if bearer is not None else api_key
 
 
+def caller(keys: KeyStore | None, metadata: Sequence[tuple[str, str | bytes]] | None) -> ApiKey | None:
+    """The API key a call presents (None without keys, or without a valid key: the interceptor refused those)."""
+    if keys is None:
+        return None
+    presented = _credential(metadata)
+    return None if presented is None else keys.lookup(presented)
+
+
 def _service(method: str) -> str:
     return method.lstrip("/").partition("/")[0]
 
@@ -447,7 +461,12 @@ def _route_of(method: str, request: Message) -> str | None:
     name = ROUTE_FIELDS.get(method)
     if name is None and "route" in request.DESCRIPTOR.fields_by_name:
         name = "route"
-    return None if name is None else str(getattr(request, name))
+    if name is None:
+        return None
+    value: Any = request
+    for part in name.split("."):  # "request.route": the route of a nested InferRequest
+        value = getattr(value, part)
+    return str(value)
 
 
 async def _check(method: str, key: ApiKey, request: Any, context: grpc.aio.ServicerContext) -> None:

@@ -197,6 +197,16 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             for task in list(tasks):
                 task.cancel()
 
+    # -- for the job workers (proxy.jobs) -----------------------------------
+
+    def validate(self, request: pb.InferRequest) -> None:
+        """Checks ``request`` as Infer does before any backend call; raises RouteNotFound or InvalidInput."""
+        self._check(request, self._routes.get(request.route))
+
+    async def execute(self, request: pb.InferRequest, timeout_s: float) -> pb.InferResponse | GatewayError:
+        """Runs ``request`` as Infer does (admission, validation, cache, metrics) within ``timeout_s``."""
+        return await self._answer(request, timeout_s)
+
     # -- the request life cycle ---------------------------------------------
 
     def _admit(self, label: str, started: float) -> Shed | None:

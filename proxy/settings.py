@@ -9,14 +9,21 @@ Route definitions are not settings: they live in the routes file
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8500
 DEFAULT_METRICS_PORT = 8502
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/switchyard`` (``~/.local/share/switchyard``): where state that must survive restarts lives."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "switchyard"
 
 
 class GatewaySettings(BaseSettings):
@@ -93,6 +100,45 @@ class GatewaySettings(BaseSettings):
         description="gRPC services callable without an API key (health for load balancers, reflection for grpcurl).",
     )
 
+    # Asynchronous jobs (proxy.jobs): the durable queue and the workers of this process.
+    jobs_store: Literal["auto", "sqlite", "redis", "off"] = Field(
+        "auto",
+        description="Where jobs are kept: 'sqlite' (one embedded file, jobs_db), 'redis' (jobs_redis_url, shared by "
+        "every process), 'off' (no Jobs service); 'auto' is redis when jobs_redis_url is set, else sqlite.",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: default_data_dir(), description="Folder of the embedded job store's default file."
+    )
+    jobs_db: Path | None = Field(None, description="SQLite file of the embedded job store; unset: data_dir/jobs.db.")
+    jobs_redis_url: str | None = Field(None, description="Redis of the job store (redis://host:6379/0).")
+    jobs_concurrency: int = Field(4, ge=1, description="Jobs one process runs at once.")
+    jobs_max_queued: int = Field(
+        10_000, ge=1, description="Queued jobs in the store past which SubmitJob answers RESOURCE_EXHAUSTED."
+    )
+    jobs_visibility_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Lease of a running job: renewed while its worker lives; a job whose lease ran out (its "
+        "worker died) is run again by another worker.",
+    )
+    jobs_max_attempts: int = Field(3, ge=1, description="Default attempts per job before it is FAILED.")
+    jobs_max_attempts_limit: int = Field(10, ge=1, description="Largest max_attempts a client may ask for.")
+    jobs_result_ttl_s: float = Field(86_400.0, gt=0, description="Default time a job's result is kept after it ends.")
+    jobs_max_result_ttl_s: float = Field(7 * 86_400.0, gt=0, description="Largest result TTL a client may ask for.")
+    jobs_timeout_s: float = Field(300.0, gt=0, description="Deadline of one attempt of a job (a route's may be less).")
+    jobs_poll_interval_s: float = Field(
+        0.2, gt=0, description="How often idle workers look for jobs submitted to other processes."
+    )
+    jobs_idle_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="Longest wait between polls while the queue stays empty (the wait doubles from "
+        "jobs_poll_interval_s up to this); a job submitted to this process wakes its workers at once.",
+    )
+    jobs_store_timeout_s: float = Field(
+        2.0, gt=0, description="Longest one job store operation may take before it fails with UNAVAILABLE."
+    )
+
     @field_validator("triton_url")
     @classmethod
     def _host_port(cls, value: str) -> str:
@@ -100,3 +146,25 @@ class GatewaySettings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError(f"triton_url must be host:port, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _jobs_store(self) -> GatewaySettings:
+        if self.jobs_store == "redis" and not self.jobs_redis_url:
+            raise ValueError("jobs_store = 'redis' needs jobs_redis_url (redis://host:port/db)")
+        if self.jobs_result_ttl_s > self.jobs_max_result_ttl_s:
+            raise ValueError("jobs_result_ttl_s must be <= jobs_max_result_ttl_s")
+        if self.jobs_max_attempts > self.jobs_max_attempts_limit:
+            raise ValueError("jobs_max_attempts must be <= jobs_max_attempts_limit")
+        return self
+
+    @property
+    def jobs_backend(self) -> Literal["sqlite", "redis", "off"]:
+        """The job store in use, with 'auto' resolved."""
+        if self.jobs_store == "auto":
+            return "redis" if self.jobs_redis_url else "sqlite"
+        return self.jobs_store
+
+    @property
+    def jobs_db_path(self) -> Path:
+        """The embedded job store's file."""
+        return self.jobs_db if self.jobs_db is not None else self.data_dir / "jobs.db"

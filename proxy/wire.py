@@ -1,4 +1,4 @@
-"""Registers the Gateway service with request parsing that refuses bad bytes cleanly.
+"""Registers the Gateway and Jobs services with request parsing that refuses bad bytes cleanly.
 
 The generated ``add_GatewayServicer_to_server`` parses requests inside
 grpcio; bytes that are not a valid message then end as ``UNKNOWN`` with a
@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1 import jobs_pb2 as jpb
 
 SERVICE = "switchyard.v1.Gateway"
 
@@ -114,3 +115,34 @@ def add_gateway_service(servicer: Any, server: grpc.aio.Server) -> None:
         raise RuntimeError(f"Gateway methods without a handler: {sorted(missing)}")
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
+
+
+JOBS_SERVICE = "switchyard.v1.Jobs"
+
+
+def add_jobs_service(servicer: Any, server: grpc.aio.Server) -> None:
+    """Like the generated ``add_JobsServicer_to_server``, with clean refusals of malformed requests."""
+
+    def unary(name: str, request: type[Message], response: type[Message]) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary_unary(getattr(servicer, name)),
+            request_deserializer=_parser(request),
+            response_serializer=response.SerializeToString,
+        )
+
+    handlers = {
+        "SubmitJob": unary("SubmitJob", jpb.SubmitJobRequest, jpb.SubmitJobResponse),
+        "GetJob": unary("GetJob", jpb.GetJobRequest, jpb.Job),
+        "WatchJob": grpc.unary_stream_rpc_method_handler(
+            _unary_stream(servicer.WatchJob),
+            request_deserializer=_parser(jpb.WatchJobRequest),
+            response_serializer=jpb.Job.SerializeToString,
+        ),
+        "CancelJob": unary("CancelJob", jpb.CancelJobRequest, jpb.Job),
+        "ListJobs": unary("ListJobs", jpb.ListJobsRequest, jpb.ListJobsResponse),
+    }
+    missing = set(jpb.DESCRIPTOR.services_by_name["Jobs"].methods_by_name) - set(handlers)
+    if missing:
+        raise RuntimeError(f"Jobs methods without a handler: {sorted(missing)}")
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(JOBS_SERVICE, handlers),))
+    server.add_registered_method_handlers(JOBS_SERVICE, handlers)

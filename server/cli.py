@@ -7,6 +7,9 @@
   instead. SIGINT/SIGTERM drain in-flight calls, then stop Triton. A local
   Triton that dies is restarted on the same ports (``LocalTriton.supervise``);
   after repeated quick failures serve gives up and exits 1.
+  Asynchronous jobs are served too, kept in an embedded SQLite file
+  (``--jobs-db``) or in Redis (``--jobs-redis-url``); ``--no-jobs`` turns
+  them off.
 * ``switchyard models build`` — builds the bundled model repository.
 
 The event loop is uvloop's, one per process.
@@ -73,6 +76,19 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         overrides["metrics_port"] = args.metrics_port
     if args.triton_url:
         overrides["triton_url"] = args.triton_url
+    for key in (
+        "data_dir",
+        "jobs_db",
+        "jobs_redis_url",
+        "jobs_concurrency",
+        "jobs_max_queued",
+        "jobs_visibility_timeout_s",
+        "jobs_max_attempts",
+    ):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    if getattr(args, "no_jobs", False):
+        overrides["jobs_store"] = "off"
     return GatewaySettings(**overrides)
 
 
@@ -162,6 +178,19 @@ def parser() -> argparse.ArgumentParser:
         "(default: the bundled models, built into the user cache when missing or stale)",
     )
     s.add_argument("--triton-grpc-port", type=int, default=0, help="gRPC port of the local Triton (default: any free)")
+    j = s.add_argument_group("asynchronous jobs (switchyard.v1.Jobs)")
+    j.add_argument("--data-dir", type=Path, help="folder of the embedded job store (default ~/.local/share/switchyard)")
+    j.add_argument("--jobs-db", type=Path, help="SQLite file of the embedded job store (default DATA_DIR/jobs.db)")
+    j.add_argument("--jobs-redis-url", help="keep jobs in this Redis (redis://host:6379/0), shared by every gateway")
+    j.add_argument("--no-jobs", action="store_true", help="do not serve the Jobs service")
+    j.add_argument("--jobs-concurrency", type=int, help="jobs this process runs at once (default 4)")
+    j.add_argument("--jobs-max-queued", type=int, help="queued jobs before SubmitJob answers RESOURCE_EXHAUSTED")
+    j.add_argument(
+        "--jobs-visibility-timeout-s",
+        type=float,
+        help="lease of a running job; a job whose worker died runs again after it (default 30)",
+    )
+    j.add_argument("--jobs-max-attempts", type=int, help="default attempts per job before it fails (default 3)")
     s.set_defaults(func=lambda a: uvloop.run(serve(a)))
 
     m = sub.add_parser("models", help="model repository commands")
@@ -169,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
     b = msub.add_parser("build", help="train the bundled models and write the Triton model repository")
     b.add_argument("--out", type=Path, help="where to write it (default: the user cache)")
     b.set_defaults(func=build_models)
+
     return p
 
 

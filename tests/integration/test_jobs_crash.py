@@ -1,0 +1,152 @@
+"""No accepted job is lost, and each completes exactly once, when `switchyard serve` is SIGKILLed mid-job.
+
+For each store (embedded SQLite, real Redis): a gateway process takes 30 jobs
+on ``digits_slow`` (each runs about 1 s, eight at a time), is killed with
+SIGKILL while jobs are running, and a new process is started on the same
+store. Every job must end SUCCEEDED with the right prediction, with its
+outcome written exactly once (the store's completion count), and the jobs the
+dead process held must have been run again after the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from switchyard.client import Client
+from switchyard.models.datasets import digits_split
+from switchyard.server.triton import LocalTriton
+from tests.redis_server import (
+    RedisServer,
+    redis_server,  # noqa: F401  (fixture)
+)
+
+from .jobs_fixtures import write_routes
+
+JOBS = 30
+VISIBILITY_S = 2.0
+
+
+class Serve:
+    """One `switchyard serve` process, its output drained by a thread."""
+
+    def __init__(self, args: list[str]) -> None:
+        exe = os.path.join(sys.exec_prefix, "bin", "switchyard")
+        self.proc = subprocess.Popen([exe, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._serving = threading.Event()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if "serving on" in line:
+                self._serving.set()
+
+    def target(self, timeout_s: float = 60.0) -> str:
+        assert self._serving.wait(timeout_s), "serve did not come up:\n" + "".join(self.lines)
+        match = re.search(r"serving on [\d.]+:(\d+)", "".join(self.lines))
+        assert match
+        return f"127.0.0.1:{match.group(1)}"
+
+    def close(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return code
+
+
+def _completions(store: str, where: str | RedisServer) -> dict[str, tuple[int, int, str]]:
+    """job id -> (completions, attempts, state), read straight from the store."""
+    if isinstance(where, RedisServer):
+        client = redis.Redis.from_url(where.url)
+        try:
+            found = {}
+            for key in client.scan_iter(match="sy:jobs:job:*"):
+                completions, attempts, state = client.hmget(key, ["completions", "attempts", "state"])
+                found[key.decode().rsplit(":", 1)[1]] = (int(completions), int(attempts), state.decode())
+            return found
+        finally:
+            client.close()
+    with sqlite3.connect(f"file:{where}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT job_id, completions, attempts, state FROM jobs").fetchall()
+    conn.close()
+    return {job_id: (completions, attempts, state) for job_id, completions, attempts, state in rows}
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_sigkill_mid_job_loses_nothing_and_completes_once(
+    store: str, local_triton: LocalTriton, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    where: str | RedisServer
+    if store == "redis":
+        where = request.getfixturevalue("redis_server")
+        store_args = ["--jobs-redis-url", where.url]
+    else:
+        where = str(tmp_path / "jobs.db")
+        store_args = ["--jobs-db", where]
+    args = [
+        "--triton-url", local_triton.grpc_url, "--config", str(write_routes(tmp_path)),
+        "--host", "127.0.0.1", "--port", "0", "--no-metrics", "--grace-s", "1",
+        "--jobs-visibility-timeout-s", str(VISIBILITY_S), "--jobs-concurrency", "8", *store_args,
+    ]  # fmt: skip
+    images = digits_split()[1][:JOBS]
+    owner = f"crash-{uuid.uuid4().hex[:8]}"
+
+    first = Serve(args)
+    try:
+        with Client(first.target(), default_timeout=10.0) as client:
+            expected = np.asarray(client.infer("digits", {"image": images})["label"]).reshape(-1)
+            ids = [client.submit_job("digits_slow", {"image": images[i : i + 1]}, client_id=owner) for i in range(JOBS)]
+            deadline = time.monotonic() + 20
+            while True:
+                states = [j.state for j in client.list_jobs(client_id=owner, page_size=JOBS).jobs]
+                if "running" in states and "succeeded" in states:
+                    break
+                assert time.monotonic() < deadline, f"no job ran: {states}\n" + "".join(first.lines)
+                time.sleep(0.05)
+    finally:
+        assert first.close(signal.SIGKILL) == -signal.SIGKILL
+    at_kill = {state: states.count(state) for state in set(states)}
+    killed = time.monotonic()
+
+    second = Serve(args)
+    try:
+        with Client(second.target(), default_timeout=30.0) as client:
+            finals = [client.wait(job_id, timeout=30) for job_id in ids]
+        recovered = time.monotonic() - killed
+    finally:
+        assert second.close() == 0, "".join(second.lines)
+
+    assert [job.state for job in finals] == ["succeeded"] * JOBS, [(j.job_id, j.state, j.error) for j in finals]
+    labels = np.array([np.asarray(job.result["label"]).item() for job in finals if job.result is not None])
+    np.testing.assert_array_equal(labels, expected)
+    stored = _completions(store, where)
+    assert {job_id: stored[job_id][0] for job_id in ids} == dict.fromkeys(ids, 1), "an outcome was written twice"
+    redelivered = sum(1 for job_id in ids if stored[job_id][1] >= 2)
+    assert redelivered >= 1, "no job was taken over from the killed process"
+    print(
+        f"\n{store}: at SIGKILL {at_kill}; {JOBS} jobs succeeded once each, {redelivered} run again after the "
+        f"{VISIBILITY_S:g} s visibility timeout; all done {recovered:.1f} s after the kill (restart included)"
+    )
