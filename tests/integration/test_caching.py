@@ -41,6 +41,20 @@ def executions(triton: LocalTriton, model: str) -> int:
     return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats["model_stats"])
 
 
+def executions_since(triton: LocalTriton, model: str, before: int, expected: int, timeout: float = 3.0) -> int:
+    """Executions of ``model`` since ``before``, read once they reach ``expected`` or ``timeout`` passes.
+
+    Triton counts a request in its statistics just after it answers, so a read
+    right after the reply may miss the last one.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = executions(triton, model) - before
+        if seen >= expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.02)
+
+
 def fresh_images(seed: int, n: int = 4) -> np.ndarray:
     """Digit-like inputs no other test sends, so they start uncached."""
     return np.random.default_rng(seed).integers(0, 17, size=(n, 64)).astype(np.float32)
@@ -60,17 +74,17 @@ def test_cache_hit_skips_the_model_and_bypass_refreshes(
     assert (first.cached, second.cached) == (False, True)
     assert second.request_id == "second"
     assert [to_numpy(t).tolist() for t in first.outputs] == [to_numpy(t).tolist() for t in second.outputs]
-    assert executions(local_triton, "digits_logreg") - before == 1
+    assert executions_since(local_triton, "digits_logreg", before, 1) == 1
 
     bypassed = infer(gateway_stub, "digits_cached", images, bypass_cache=True)
     assert not bypassed.cached
-    assert executions(local_triton, "digits_logreg") - before == 2
+    assert executions_since(local_triton, "digits_logreg", before, 2) == 2
 
     other = infer(gateway_stub, "digits_cached", fresh_images(2))  # other bytes, other key
     assert not other.cached
     only_label = infer(gateway_stub, "digits_cached", images, outputs=["label"])  # other outputs, other key
     assert not only_label.cached and [t.name for t in only_label.outputs] == ["label"]
-    assert executions(local_triton, "digits_logreg") - before == 4
+    assert executions_since(local_triton, "digits_logreg", before, 4) == 4
 
 
 def test_identical_requests_in_flight_are_coalesced(gateway_thread: GatewayThread, local_triton: LocalTriton) -> None:
@@ -86,7 +100,8 @@ def test_identical_requests_in_flight_are_coalesced(gateway_thread: GatewayThrea
     joined_before = REGISTRY.get_sample_value("switchyard_coalesced_requests_total", {"route": "digits_cached"}) or 0
     before = executions(local_triton, "digits_logreg")
     replies = asyncio.run(burst())
-    assert executions(local_triton, "digits_logreg") - before == 1, "N identical requests, one backend execution"
+    executed = executions_since(local_triton, "digits_logreg", before, 1)
+    assert executed == 1, "N identical requests, one backend execution"
     labels = {tuple(to_numpy(r.outputs[0]).reshape(-1).tolist()) for r in replies}
     assert len(labels) == 1
     joined = (REGISTRY.get_sample_value("switchyard_coalesced_requests_total", {"route": "digits_cached"}) or 0) - (
@@ -189,7 +204,7 @@ def test_redis_cache_is_shared_by_two_gateway_processes(
             stub_a, stub_b = gateway_pb2_grpc.GatewayStub(a), gateway_pb2_grpc.GatewayStub(b)
             assert not infer(stub_a, "digits_shared", images).cached
             assert infer(stub_b, "digits_shared", images).cached, "process B hits what process A stored"
-            assert executions(local_triton, "digits_logreg") - before == 1
+            assert executions_since(local_triton, "digits_logreg", before, 1) == 1
 
             # Redis goes away: calls still succeed, as misses, and promptly.
             redis.stop()
@@ -197,7 +212,7 @@ def test_redis_cache_is_shared_by_two_gateway_processes(
             reply = infer(stub_b, "digits_shared", images)
             assert not reply.cached
             assert time.monotonic() - started < 5
-            assert executions(local_triton, "digits_logreg") - before == 2
+            assert executions_since(local_triton, "digits_logreg", before, 2) == 2
     finally:
         for proc, _ in procs:
             proc.terminate()

@@ -179,7 +179,9 @@ def test_progressive_fast_answer_arrives_before_the_slow_model_finishes(
     images = x_test[:64]
     early: list[bool] = []
     seen: list[dict[str, tuple[float, float]]] = []
-    for _attempt in range(5):
+    for attempt in range(10):
+        if attempt:
+            time.sleep(0.2)  # let a burst of other work on this small machine pass
         sent = time.monotonic()
         stream = gateway_stub.InferProgressive(
             pb.InferRequest(route="digits_progressive", inputs=[from_numpy("image", images)]), timeout=30
