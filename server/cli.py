@@ -11,6 +11,7 @@
   (``--jobs-db``) or in Redis (``--jobs-redis-url``); ``--no-jobs`` turns
   them off.
 * ``switchyard models build`` — builds the bundled model repository.
+* ``switchyard batch`` — scores a data set through a route (``switchyard.client.batch``).
 
 The event loop is uvloop's, one per process.
 """
@@ -29,6 +30,7 @@ from typing import Any
 import uvloop
 from pydantic import ValidationError
 
+from switchyard.client.batch.cli import add_parser as add_batch_parser
 from switchyard.proxy.app import Gateway, PortInUse
 from switchyard.proxy.config import load_routes
 from switchyard.proxy.errors import ConfigError, GatewayError
@@ -199,6 +201,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="where to write it (default: the user cache)")
     b.set_defaults(func=build_models)
 
+    add_batch_parser(sub)
     return p
 
 
