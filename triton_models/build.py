@@ -1,11 +1,12 @@
-"""Build the Triton model repository of the bundled scikit-learn models.
+"""Build the Triton model repository of the bundled models.
 
 Usage: ``python -m switchyard.models.build [--out DIR]``.
 
-This module owns what each bundled model is: its training data and estimator,
-its ONNX export (tensor names, opset, fixed metadata) and its ``config.pbtxt``
-(shapes, dtypes, dynamic batching, instance groups). Every model is served by
-the same Python-backend runner, ``onnx_runner.py``, copied as ``1/model.py``.
+This module owns what each bundled model is: its training data and estimator
+(or, for ``image_cnn``, the generated network of ``cnn.py``), its ONNX export
+(tensor names, opset, fixed metadata) and its ``config.pbtxt`` (shapes,
+dtypes, dynamic batching, instance groups). Every model is served by the same
+Python-backend runner, ``onnx_runner.py``, copied as ``1/model.py``.
 
 The build is reproducible: fixed splits and seeds, a fixed target opset and
 fixed ONNX graph names, so two builds give byte-identical files. Built
@@ -38,6 +39,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from switchyard.models import cnn
 from switchyard.models.datasets import DIGITS_SIDE, Float32Array, Int64Array, digits_split, wine_split
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "repository"
@@ -119,14 +121,23 @@ class TrainedModel:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A bundled model: name, client-visible tensors and how to train it."""
+    """A bundled model: name, client-visible tensors and how to make it.
+
+    Exactly one of ``train`` (a scikit-learn pipeline, exported with skl2onnx) and
+    ``generate`` (an ONNX model built directly, with generated weights) is set.
+    """
 
     name: str
     description: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    train: Callable[[], TrainedModel]
+    train: Callable[[], TrainedModel] | None = None
     classifier: bool = False
+    generate: Callable[[ModelSpec], ModelProto] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.train is None) == (self.generate is None):
+            raise ValueError(f"model {self.name!r}: set exactly one of train and generate")
 
 
 def _train_digits_logreg() -> TrainedModel:
@@ -210,6 +221,10 @@ def _wine_alcohol_of_cultivar(cultivar: int) -> Callable[[], TrainedModel]:
     return train
 
 
+def _generate_image_cnn(spec: ModelSpec) -> ModelProto:
+    return cnn.cnn_model(spec.name, spec.description, seed=SEED)
+
+
 # Triton requires non-empty dims, so a label with one value per row is declared
 # [1] and reshaped to [] (the runner produces shape [batch]).
 _LABEL = TensorSpec("label", "int64", (1,), reshape=())
@@ -262,6 +277,17 @@ MODELS: tuple[ModelSpec, ...] = (
         )
         for cultivar in range(WINE_CULTIVARS)
     ),
+    ModelSpec(
+        name="image_cnn",
+        description=(
+            "Compute-heavy stand-in image classifier (10 classes) from 3x224x224 images: four 3x3 convolutions "
+            "with ReLU and max pooling, global average pooling, a dense layer and softmax. Generated weights "
+            "(seeded He-normal), not trained: the answers are deterministic and meaningless."
+        ),
+        inputs=(TensorSpec("image", "float32", (cnn.IMAGE_CHANNELS, cnn.IMAGE_SIDE, cnn.IMAGE_SIDE)),),
+        outputs=(TensorSpec("probabilities", "float32", (cnn.CLASSES,)),),
+        generate=_generate_image_cnn,
+    ),
 )
 
 
@@ -279,6 +305,11 @@ def export_onnx(spec: ModelSpec, estimator: Pipeline) -> ModelProto:
         options=options,
         target_opset=TARGET_OPSET,
     )
+    return _finish(spec, onnx_model)
+
+
+def _finish(spec: ModelSpec, onnx_model: ModelProto) -> ModelProto:
+    """Fixed opset order and metadata, and the spec's tensor names checked."""
     # skl2onnx collects the opsets in a set: put them in a fixed order, or the bytes vary with PYTHONHASHSEED.
     opsets = sorted((opset.domain, opset.version) for opset in onnx_model.opset_import)
     del onnx_model.opset_import[:]
@@ -317,9 +348,18 @@ def render_config(spec: ModelSpec) -> str:
 
 
 def build_model(spec: ModelSpec, out: Path) -> dict[str, float]:
-    """Train, export and write one model folder under ``out``; return its held-out metrics."""
-    trained = spec.train()
-    onnx_model = export_onnx(spec, trained.estimator)
+    """Train (or generate), export and write one model folder under ``out``; return its held-out metrics.
+
+    A model with generated weights has no metrics (an empty dict).
+    """
+    if spec.generate is not None:
+        onnx_model = _finish(spec, spec.generate(spec))
+        metrics: dict[str, float] = {}
+    else:
+        assert spec.train is not None
+        trained = spec.train()
+        onnx_model = export_onnx(spec, trained.estimator)
+        metrics = trained.metrics
     folder = out / spec.name
     if folder.exists():
         shutil.rmtree(folder)
@@ -327,7 +367,7 @@ def build_model(spec: ModelSpec, out: Path) -> dict[str, float]:
     (folder / "config.pbtxt").write_text(render_config(spec), encoding="utf-8")
     (folder / VERSION / "model.onnx").write_bytes(onnx_model.SerializeToString())
     (folder / VERSION / "model.py").write_bytes(RUNNER.read_bytes())
-    return trained.metrics
+    return metrics
 
 
 def build_repository(out: Path, models: Sequence[ModelSpec] = MODELS, verbose: bool = False) -> Path:
@@ -341,7 +381,7 @@ def build_repository(out: Path, models: Sequence[ModelSpec] = MODELS, verbose: b
         metrics = build_model(spec, out)
         if verbose:
             scores = ", ".join(f"{key}={value:.4f}" for key, value in metrics.items())
-            print(f"{spec.name}: held-out {scores}")
+            print(f"{spec.name}: held-out {scores}" if metrics else f"{spec.name}: generated weights (not trained)")
     return out
 
 
@@ -352,7 +392,7 @@ def source_fingerprint() -> str:
     """
     digest = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("build.py", "datasets.py", "onnx_runner.py"):
+    for name in ("build.py", "cnn.py", "datasets.py", "onnx_runner.py"):
         digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
     for package in _TOOLCHAIN:
         digest.update(f"{package}=={importlib.metadata.version(package)}\0".encode())

@@ -53,6 +53,7 @@ EXPECTED_METADATA = {
         f"wine_alcohol_c{cultivar}": ([("features", "FP32", [-1, 12])], [("alcohol", "FP32", [-1, 1])])
         for cultivar in range(3)
     },
+    "image_cnn": ([("image", "FP32", [-1, 3, 224, 224])], [("probabilities", "FP32", [-1, 10])]),
 }
 
 

@@ -35,6 +35,7 @@ MODEL_NAMES = [
     "wine_classifier",
     "wine_alcohol_regressor",
     *CULTIVAR_REGRESSORS,
+    "image_cnn",
 ]
 
 # (name, Triton dtype, dims without the batch dim, reshape or None)
@@ -62,6 +63,7 @@ EXPECTED_IO: dict[str, tuple[list[TensorRow], list[TensorRow]]] = {
         name: ([("features", "TYPE_FP32", [12], None)], [("alcohol", "TYPE_FP32", [1], None)])
         for name in CULTIVAR_REGRESSORS
     },
+    "image_cnn": ([("image", "TYPE_FP32", [3, 224, 224], None)], [("probabilities", "TYPE_FP32", [10], None)]),
 }
 
 
@@ -309,6 +311,7 @@ def test_command_line_builds_and_reports_scores(tmp_path: Path, capsys: pytest.C
     assert "digits_mlp: held-out accuracy=" in out
     assert "wine_alcohol_c2: held-out r2=" in out
     assert "wine_alcohol_regressor: held-out r2=" in out
+    assert "image_cnn: generated weights (not trained)" in out
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == sorted(MODEL_NAMES)
 
 
