@@ -64,8 +64,10 @@ from typing import Any
 PROTOCOL_METHODS = {
     "oip": "/inference.GRPCInferenceService/ModelInfer",
     "switchyard": "/switchyard.v1.Gateway/Infer",
+    "http": "POST",
 }
-"""The unary method each protocol calls. ``oip``: the Open Inference Protocol (Triton, the floor proxy)."""
+"""The unary method each protocol calls. ``oip``: the Open Inference Protocol (Triton, the floor proxy, a KServe
+model server); ``http``: an HTTP/1.1 POST of the payload's bytes to ``Target.path`` (the HTTP peers)."""
 
 DEFAULT_TOLERANCE = 0.10
 HISTOGRAM_MAX_US = 600_000_000
@@ -232,7 +234,13 @@ class Target:
     ``oip`` sends an Open Inference Protocol ``ModelInferRequest`` for ``model``
     (Triton itself, or the floor proxy in front of it); ``switchyard`` sends a
     gateway ``InferRequest`` for ``route``. The payload is ``batch`` rows of
-    ``features`` FP32 values (pixels 0..16, fixed seed) as input ``input_name``.
+    ``features`` FP32 values (pixels 0..16, fixed seed) as input ``input_name``,
+    shaped ``[batch, features]``, or ``[batch, *row_shape]`` when ``row_shape``
+    is given (an image model's ``(3, 224, 224)``; ``features`` is then ignored).
+    With ``payload`` the input is instead a BYTES tensor ``[batch]`` holding
+    ``payload`` (e.g. a PNG file) ``batch`` times; ``http`` POSTs ``payload``
+    alone as the body to ``path`` and expects a JSON object holding
+    ``outputs`` as keys.
     ``check`` False skips checking the answer in ``probe`` (the echo server
     answers an empty message).
     """
@@ -247,6 +255,9 @@ class Target:
     batch: int = 1
     outputs: tuple[str, ...] = ("label", "probabilities")
     check: bool = True
+    row_shape: tuple[int, ...] | None = None
+    payload: bytes | None = None
+    path: str = "/"
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOL_METHODS:
@@ -256,20 +267,34 @@ class Target:
     def method(self) -> str:
         return PROTOCOL_METHODS[self.protocol]
 
+    @property
+    def shape(self) -> list[int]:
+        """The input tensor's shape, batch first."""
+        return [self.batch, *(self.row_shape if self.row_shape is not None else (self.features,))]
+
     def _raw_input(self) -> bytes:
         import numpy as np
 
-        pixels = np.random.default_rng(0).integers(0, 17, size=(self.batch, self.features))
+        if self.payload is not None:  # Triton's BYTES layout: a 4-byte little-endian length before each element
+            return (len(self.payload).to_bytes(4, "little") + self.payload) * self.batch
+        pixels = np.random.default_rng(0).integers(0, 17, size=self.shape)
         return pixels.astype("<f4").tobytes()
 
     def request_bytes(self) -> bytes:
         """One serialized request, sent as it is by every call."""
-        shape = [self.batch, self.features]
+        shape, datatype = (self.shape, "FP32") if self.payload is None else ([self.batch], "BYTES")
+        if self.protocol == "http":
+            host = self.address.rpartition(":")[0]
+            head = (
+                f"POST {self.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: {len(self.payload or b'')}\r\n\r\n"
+            )
+            return head.encode("ascii") + (self.payload or b"")
         if self.protocol == "oip":
             from tritonclient.grpc import service_pb2
 
             request = service_pb2.ModelInferRequest(model_name=self.model)
-            request.inputs.add(name=self.input_name, datatype="FP32", shape=shape)
+            request.inputs.add(name=self.input_name, datatype=datatype, shape=shape)
             request.raw_input_contents.append(self._raw_input())
             for name in self.outputs:
                 request.outputs.add(name=name)
@@ -277,21 +302,31 @@ class Target:
         from switchyard.v1 import gateway_pb2
 
         gateway_request = gateway_pb2.InferRequest(route=self.route, outputs=list(self.outputs))
-        gateway_request.inputs.add(name=self.input_name, datatype="FP32", shape=shape, raw_data=self._raw_input())
+        gateway_request.inputs.add(name=self.input_name, datatype=datatype, shape=shape, raw_data=self._raw_input())
         return bytes(gateway_request.SerializeToString())
 
     def check_response(self, data: bytes) -> str | None:
         """What is wrong with one answer, or None when it holds every output for every row."""
         if not self.check:
             return None
+        if self.protocol == "http":
+            try:
+                answer = json.loads(data)
+            except ValueError:
+                return f"answer is not JSON: {data[:200]!r}"
+            missing = [name for name in self.outputs if not isinstance(answer, dict) or not answer.get(name)]
+            return f"answer lacks outputs {missing}: {answer!r}" if missing else None
         if self.protocol == "oip":
             from tritonclient.grpc import service_pb2
 
             reply = service_pb2.ModelInferResponse.FromString(data)
-            if len(reply.raw_output_contents) != len(reply.outputs):
-                return "answer's outputs do not come as raw_output_contents"
-            pairs = zip(reply.outputs, reply.raw_output_contents, strict=True)
-            tensors = {o.name: (list(o.shape), len(raw)) for o, raw in pairs}
+            if reply.raw_output_contents:
+                if len(reply.raw_output_contents) != len(reply.outputs):
+                    return "answer's outputs come partly as raw_output_contents"
+                pairs = zip(reply.outputs, reply.raw_output_contents, strict=True)
+                tensors = {o.name: (list(o.shape), len(raw)) for o, raw in pairs}
+            else:  # typed contents (a KServe model server answers so)
+                tensors = {o.name: (list(o.shape), o.contents.ByteSize()) for o in reply.outputs}
         else:
             from switchyard.v1 import gateway_pb2
 
@@ -593,9 +628,99 @@ async def _sleep_until(t: float) -> None:
         await asyncio.sleep(delay)
 
 
+class HttpStatusError(Exception):
+    """An HTTP answer other than 200."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"HTTP {status}: {body[:200]!r}")
+        self.status = status
+
+
+class HttpClient:
+    """POSTs pre-built HTTP/1.1 requests over keep-alive connections, one connection per call in flight.
+
+    The HTTP counterpart of a ``grpc.aio`` unary callable (same call signature,
+    bytes in, body bytes out): connections are opened on demand and reused, so a
+    closed loop of ``c`` callers holds ``c`` connections (no pipelining).
+    """
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._host, self._port = host, int(port)
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._all: list[asyncio.StreamWriter] = []
+
+    async def __call__(self, request: bytes, timeout: float | None = None, wait_for_ready: bool = False) -> bytes:
+        async with asyncio.timeout(timeout):
+            if self._idle:
+                reader, writer = self._idle.pop()
+            else:
+                reader, writer = await self._connect(wait_for_ready)
+            try:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status, headers = _http_head(head)
+                if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+                    body = await _read_chunked(reader)
+                else:
+                    body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+            except BaseException:
+                writer.close()
+                raise
+        if headers.get(b"connection", b"").lower() == b"close":
+            writer.close()
+        else:
+            self._idle.append((reader, writer))
+        if status != 200:
+            raise HttpStatusError(status, body)
+        return body
+
+    async def _connect(self, wait_for_ready: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(self._host, self._port)
+            except ConnectionRefusedError:
+                if not wait_for_ready:
+                    raise
+                await asyncio.sleep(0.1)
+                continue
+            self._all.append(writer)
+            return reader, writer
+
+    async def close(self) -> None:
+        for writer in self._all:
+            writer.close()
+        self._all.clear()
+        self._idle.clear()
+
+
+def _http_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")  # no trailers
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
 def _status(exc: BaseException) -> str:
     import grpc
 
+    if isinstance(exc, HttpStatusError):
+        return f"HTTP_{exc.status}"
     if isinstance(exc, grpc.aio.AioRpcError):
         return str(exc.code().name)
     return type(exc).__name__
@@ -732,6 +857,7 @@ async def _worker(conn: Connection) -> None:
     from switchyard.client.channel import channel_options
 
     channels: dict[str, grpc.aio.Channel] = {}
+    http_clients: dict[str, HttpClient] = {}
     requests: dict[Target, bytes] = {}
     try:
         while True:
@@ -739,9 +865,13 @@ async def _worker(conn: Connection) -> None:
             if command["op"] == "exit":
                 return
             target: Target = command["target"]
-            if target.address not in channels:
-                channels[target.address] = grpc.aio.insecure_channel(target.address, options=channel_options())
-            call = channels[target.address].unary_unary(target.method)  # no serializers: bytes in, bytes out
+            call: Callable[..., Any]
+            if target.protocol == "http":
+                call = http_clients.setdefault(target.address, HttpClient(target.address))
+            else:
+                if target.address not in channels:
+                    channels[target.address] = grpc.aio.insecure_channel(target.address, options=channel_options())
+                call = channels[target.address].unary_unary(target.method)  # no serializers: bytes in, bytes out
             if target not in requests:
                 requests[target] = target.request_bytes()
             if command["op"] == "probe":
@@ -760,6 +890,8 @@ async def _worker(conn: Connection) -> None:
     finally:
         for channel in channels.values():
             await channel.close()
+        for client in http_clients.values():
+            await client.close()
 
 
 def _worker_main(conn: Connection) -> None:

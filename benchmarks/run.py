@@ -3,15 +3,15 @@
 Usage::
 
     python -m benchmarks.run            # full: 3 s warm-up, 5 s windows, c = 1, 8, 32, then open loop
-    python -m benchmarks.run --short    # about 2 minutes: 1 s warm-up, 1.5 s windows, c = 1, 8, 32
+    python -m benchmarks.run --short    # about 3 minutes: 1 s warm-up, 1.5 s windows, c = 1, 8, 32
     python -m benchmarks.run --smoke    # seconds per point; checks that every piece runs, numbers meaningless
 
 One command starts everything it measures, on loopback, in this order: the
-bundled ``digits_logreg`` model built into a temporary folder, a local Triton
-serving it (``LocalTriton``), the Switchyard gateway as its own process
-(``python -m switchyard.server.cli serve --triton-url ... --port 0
---no-metrics``, with a routes file holding the ``digits`` route and its
-micro-batched twin ``digits_batched``), the
+bundled ``digits_logreg`` and ``image_cnn`` models built into a temporary
+folder, a local Triton serving them (``LocalTriton``), the Switchyard gateway
+as its own process (``python -m switchyard.server.cli serve --triton-url ...
+--port 0 --no-metrics``, with a routes file holding the ``digits`` route, its
+micro-batched twin ``digits_batched`` and the ``cnn`` route), the
 floor proxy (``benchmarks/floor_proxy.py``) in front of the same Triton, and
 an echo server (the floor proxy with ``--echo``) that measures the load
 generator's own ceiling. Then, with the load generator of ``loadgen.py``, at
@@ -20,6 +20,10 @@ the same request (one row of 64 FP32 pixels): ``triton`` (ModelInfer on
 Triton's port), ``floor`` (the same bytes through the floor), ``switchyard``
 (``Gateway/Infer`` on route ``digits``) and ``switchyard_batched`` (the same
 gateway, route ``digits_batched``: gateway-side micro-batching, 2 ms).
+Then the compute-heavy CNN (one FP32 [3, 224, 224] image per request) the same
+three ways, ``cnn_triton``, ``cnn_floor`` and ``cnn_switchyard`` (route
+``cnn``), closed loop at ``cnn_concurrency`` (32; 8 and 32 in full), each
+compared with ``cnn_triton``.
 
 It prints a Markdown table and writes ``run-<profile>-<time>.json`` (every
 window of every point), ``.md`` (the table) and ``.png`` (latency against
@@ -50,13 +54,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import LoadGenerator, Target, Windows, cpu_seconds, hdr_available, process_tree
+from benchmarks.peers.pipeline import routes_toml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 MODEL = "digits_logreg"
 ROUTE = "digits"
 BATCHED_ROUTE = "digits_batched"
-ROUTES_TOML = f"""# Written by benchmarks/run.py: the routes it measures (the same model, plain and micro-batched).
+CNN_MODEL = "image_cnn"
+CNN_ROUTE = "cnn"
+CNN_SHAPE = (3, 224, 224)
+ROUTES_TOML = f"""# Written by benchmarks/run.py: the routes it measures (digits plain and micro-batched; the CNN).
 [[routes]]
 name = "{ROUTE}"
 model = "{MODEL}"
@@ -65,11 +73,17 @@ model = "{MODEL}"
 name = "{BATCHED_ROUTE}"
 model = "{MODEL}"
 batching = {{ max_delay_ms = 2.0, max_batch = 64, eager = true }}
+
+[[routes]]
+name = "{CNN_ROUTE}"
+model = "{CNN_MODEL}"
 """
 PATHS = ("triton", "floor", "switchyard")
 """The three ways to the model, in the order they are measured at each concurrency (closed and open loop)."""
 CLOSED_ONLY = ("switchyard_batched",)
 """Measured after PATHS at each closed-loop concurrency: the gateway's micro-batched route."""
+CNN_PATHS = ("cnn_triton", "cnn_floor", "cnn_switchyard")
+"""The same three ways to the compute-heavy CNN (closed loop only, at the profile's ``cnn_concurrency``)."""
 
 PROXY_OF = {
     "triton": None,
@@ -77,8 +91,17 @@ PROXY_OF = {
     "switchyard": "switchyard",
     "switchyard_batched": "switchyard",
     "echo": "echo",
+    "cnn_triton": None,
+    "cnn_floor": "floor",
+    "cnn_switchyard": "switchyard",
 }
 """Which server process (besides Triton) each path goes through."""
+
+
+def direct_of(target: str) -> str:
+    """The direct-Triton path that ``target`` is compared with (same model)."""
+    return "cnn_triton" if target.startswith("cnn_") else "triton"
+
 
 _SERVING = re.compile(r"serving on (\S+):(\d+)")
 _STARTUP_TIMEOUT_S = 120.0
@@ -92,12 +115,29 @@ class Profile:
     rates: tuple[float, ...] | str = ()
     """Open-loop rates (requests/s), or "auto": a quarter and a half of the slowest path's best closed-loop rate."""
     echo: bool = True
+    cnn_concurrency: tuple[int, ...] = (32,)
+    """Closed-loop concurrencies for the CNN paths (about 10 ms of model CPU per request: fewer, longer points)."""
+    cnn_windows: Windows = Windows(warmup_s=2.0, window_s=2.5)
 
 
 PROFILES = {
-    "full": Profile("full", (1, 8, 32), Windows(warmup_s=3.0, window_s=5.0), rates="auto"),
+    "full": Profile(
+        "full",
+        (1, 8, 32),
+        Windows(warmup_s=3.0, window_s=5.0),
+        rates="auto",
+        cnn_concurrency=(8, 32),
+        cnn_windows=Windows(warmup_s=3.0, window_s=5.0),
+    ),
     "short": Profile("short", (1, 8, 32), Windows(warmup_s=1.0, window_s=1.5)),
-    "smoke": Profile("smoke", (1, 4), Windows(warmup_s=0.3, window_s=0.4, max_windows=3), rates=(50.0,)),
+    "smoke": Profile(
+        "smoke",
+        (1, 4),
+        Windows(warmup_s=0.3, window_s=0.4, max_windows=3),
+        rates=(50.0,),
+        cnn_concurrency=(2,),
+        cnn_windows=Windows(warmup_s=0.5, window_s=0.5, max_windows=3),
+    ),
 }
 
 
@@ -179,8 +219,8 @@ def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]
     from switchyard.models.build import MODELS, build_repository
     from switchyard.server.triton import LocalTriton
 
-    log(f"building {MODEL} into {work_dir / 'models'}")
-    repository = build_repository(work_dir / "models", [spec for spec in MODELS if spec.name == MODEL])
+    log(f"building {MODEL} and {CNN_MODEL} into {work_dir / 'models'}")
+    repository = build_repository(work_dir / "models", [spec for spec in MODELS if spec.name in (MODEL, CNN_MODEL)])
     triton = LocalTriton(repository, work_dir=work_dir / "triton")
     servers: list[ServerProcess] = []
     try:
@@ -188,7 +228,8 @@ def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]
         triton.start_sync()
         triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
         routes = work_dir / "routes.toml"
-        routes.write_text(ROUTES_TOML)
+        # The image pipeline's routes too (benchmarks.peers measures them; here for benchmarks.profile).
+        routes.write_text(ROUTES_TOML + "\n" + routes_toml())
         python, env = sys.executable, _child_env()
         commands = {
             "switchyard": [
@@ -215,12 +256,21 @@ def _load_of(result: dict[str, Any]) -> float:
     return float(result["concurrency"] if result["mode"] == "closed" else result["rate_rps"])
 
 
+def _cpu_cost(result: dict[str, Any], proxy: str | None) -> float | None:
+    """CPU-µs per request over everything a request touches: Triton, the proxy (if any), the load generator."""
+    per_request = result["cpu_us_per_request"]
+    parts = [per_request.get("triton"), result["loadgen"]["cpu_us_per_request"]]
+    if proxy is not None:
+        parts.append(per_request.get(proxy))
+    return None if any(part is None for part in parts) else float(sum(parts))
+
+
 def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per point, with ratios and differences against ``triton`` at the same mode and load."""
-    direct = {(r["mode"], _load_of(r)): r for r in results if r["target"] == "triton"}
+    direct = {(r["target"], r["mode"], _load_of(r)): r for r in results if r["target"] in ("triton", "cnn_triton")}
     rows = []
     for result in results:
-        base = direct.get((result["mode"], _load_of(result)))
+        base = direct.get((direct_of(result["target"]), result["mode"], _load_of(result)))
         proxy = PROXY_OF.get(result["target"])
         latency = result["latency_ms"]
         row: dict[str, Any] = {
@@ -239,12 +289,16 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "windows": result["windows_measured"],
             "converged": result["converged"],
             "throughput_vs_direct": None,
+            "cpu_cost_vs_direct": None,
             "added_p50_ms": None,
             "added_p99_ms": None,
         }
         if base is not None and result["target"] != "echo":
             if base["throughput_rps"]:
                 row["throughput_vs_direct"] = round(result["throughput_rps"] / base["throughput_rps"], 3)
+            base_cost, cost = _cpu_cost(base, None), _cpu_cost(result, proxy)
+            if base_cost and cost:
+                row["cpu_cost_vs_direct"] = round(base_cost / cost, 3)
             row["added_p50_ms"] = round(latency["p50"] - base["latency_ms"]["p50"], 3)
             row["added_p99_ms"] = round(latency["p99"] - base["latency_ms"]["p99"], 3)
         rows.append(row)
@@ -259,7 +313,7 @@ def _fmt(value: float | None, spec: str = ",.0f", signed: bool = False) -> str:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     header = (
-        "| load | path | req/s | × direct | p50 ms | p90 ms | p99 ms | +p50 ms | +p99 ms "
+        "| load | path | req/s | × direct | × direct (CPU) | p50 ms | p90 ms | p99 ms | +p50 ms | +p99 ms "
         "| Triton CPU-µs/req | proxy CPU-µs/req | loadgen CPU-µs/req | loadgen CPU % "
         "| others' CPU % | machine busy % | errors |"
     )
@@ -274,6 +328,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             row["target"] + flag,
             _fmt(row["throughput_rps"]),
             _fmt(row["throughput_vs_direct"], ".2f"),
+            _fmt(row["cpu_cost_vs_direct"], ".2f"),
             *(f"{latency[key]:.2f}" for key in ("p50", "p90", "p99")),
             _fmt(row["added_p50_ms"], ".2f", signed=True),
             _fmt(row["added_p99_ms"], ".2f", signed=True),
@@ -303,7 +358,7 @@ def plot(results: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
     except ImportError:
         return False
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
-    for target in (*PATHS, *CLOSED_ONLY, "echo"):
+    for target in (*PATHS, *CLOSED_ONLY, "echo", *CNN_PATHS):
         points = sorted(
             (r for r in results if r["target"] == target and r["mode"] == "closed"), key=lambda r: r["concurrency"]
         )
@@ -312,7 +367,8 @@ def plot(results: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
         x = [r["throughput_rps"] for r in points]
         for axis, key in zip(axes, ("p50", "p99"), strict=True):
             y = [r["latency_ms"][key] for r in points]
-            line = axis.plot(x, y, marker="o", linestyle="--" if target == "echo" else "-", label=target)[0]
+            style = "--" if target == "echo" else ":" if target in CNN_PATHS else "-"
+            line = axis.plot(x, y, marker="o", linestyle=style, label=target)[0]
             for r, xi, yi in zip(points, x, y, strict=True):
                 axis.annotate(f"c={r['concurrency']}", (xi, yi), fontsize=7, color=line.get_color())
     for axis, key in zip(axes, ("p50", "p99"), strict=True):
@@ -356,7 +412,15 @@ def _auto_rates(results: Sequence[dict[str, Any]]) -> tuple[float, ...]:
     return tuple(float(round(slowest * share, -1) or 10) for share in (0.25, 0.5)) if slowest else ()
 
 
-def run(profile: Profile, *, workers: int, batch: int, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    profile: Profile,
+    *,
+    workers: int,
+    batch: int,
+    out: Path,
+    log: Callable[[str], None],
+    command: str | None = None,
+) -> dict[str, Any]:
     """Start the stack, measure every point of ``profile``, write the report; returns it."""
     started = datetime.datetime.now(datetime.timezone.utc)
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
@@ -378,6 +442,17 @@ def run(profile: Profile, *, workers: int, batch: int, out: Path, log: Callable[
                 )
                 for name in (*PATHS, *CLOSED_ONLY, "echo")
             }
+            for name in CNN_PATHS:
+                targets[name] = Target(
+                    name,
+                    addresses[PROXY_OF[name] or "triton"],
+                    "switchyard" if PROXY_OF[name] == "switchyard" else "oip",
+                    model=CNN_MODEL,
+                    route=CNN_ROUTE,
+                    batch=batch,
+                    row_shape=CNN_SHAPE,
+                    outputs=("probabilities",),
+                )
             pids = {name: server.pid for name, server in servers.items()}
             with LoadGenerator(workers=workers, servers=pids, log=log) as generator:
                 for target in targets.values():
@@ -386,7 +461,11 @@ def run(profile: Profile, *, workers: int, batch: int, out: Path, log: Callable[
                     for name in (*PATHS, *CLOSED_ONLY):
                         log(f"{name}: closed loop, concurrency {concurrency}")
                         results.append(generator.closed_loop(targets[name], concurrency, profile.windows))
-                if profile.echo:
+                for concurrency in profile.cnn_concurrency:
+                    for name in CNN_PATHS:
+                        log(f"{name}: closed loop, concurrency {concurrency}")
+                        results.append(generator.closed_loop(targets[name], concurrency, profile.cnn_windows))
+                if profile.echo and profile.concurrency:
                     concurrency = max(profile.concurrency)
                     log(f"echo (the load generator's ceiling): closed loop, concurrency {concurrency}")
                     results.append(generator.closed_loop(targets["echo"], concurrency, profile.windows))
@@ -408,7 +487,7 @@ def run(profile: Profile, *, workers: int, batch: int, out: Path, log: Callable[
         "meta": {
             "started": started.isoformat(timespec="seconds"),
             "profile": profile.name,
-            "command": "python -m benchmarks.run" + ("" if profile.name == "full" else f" --{profile.name}"),
+            "command": command or "python -m benchmarks.run" + ("" if profile.name == "full" else f" --{profile.name}"),
             "machine": {
                 "cpus": os.cpu_count(),
                 "cpu_model": _cpu_model(),
@@ -420,6 +499,8 @@ def run(profile: Profile, *, workers: int, batch: int, out: Path, log: Callable[
             "batch": batch,
             "model": MODEL,
             "route": ROUTE,
+            "cnn_model": CNN_MODEL,
+            "cnn_route": CNN_ROUTE,
             "histogram": "hdr" if hdr_available() else "log",
             "windows": asdict(profile.windows),
             "server_cpu_s_at_end": {name: round(value, 2) for name, value in totals.items()},
@@ -430,7 +511,8 @@ def run(profile: Profile, *, workers: int, batch: int, out: Path, log: Callable[
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"run-{profile.name}-{started.strftime('%Y%m%d-%H%M%S')}"
     table = markdown_table(rows)
-    title = f"{MODEL} on {os.cpu_count()} CPUs, {profile.name} profile, {started:%Y-%m-%d}"
+    models = [MODEL] * bool(profile.concurrency) + [CNN_MODEL] * bool(profile.cnn_concurrency)
+    title = f"{' and '.join(models)} on {os.cpu_count()} CPUs, {profile.name} profile, {started:%Y-%m-%d}"
     report["files"] = {"json": f"{stem.name}.json", "markdown": f"{stem.name}.md"}
     if plot(results, stem.with_suffix(".png"), title):
         report["files"]["plot"] = f"{stem.name}.png"
@@ -443,12 +525,21 @@ def run(profile: Profile, *, workers: int, batch: int, out: Path, log: Callable[
     return report
 
 
+def _levels(text: str) -> tuple[int, ...]:
+    return () if text == "none" else tuple(int(v) for v in text.split(","))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--short", action="store_true", help="about 2 minutes: short windows")
     size.add_argument("--smoke", action="store_true", help="a few seconds per point: checks the pieces, not speed")
-    parser.add_argument("--concurrency", help="comma-separated closed-loop concurrencies (default: the profile's)")
+    parser.add_argument(
+        "--concurrency", help="comma-separated closed-loop concurrencies for digits (default: the profile's), or none"
+    )
+    parser.add_argument(
+        "--cnn-concurrency", help="comma-separated closed-loop concurrencies for the CNN (default: the profile's)"
+    )
     parser.add_argument("--rates", help="comma-separated open-loop rates in requests/s, or 'auto' or 'none'")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
     parser.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
@@ -457,7 +548,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     profile = PROFILES["short" if args.short else "smoke" if args.smoke else "full"]
     if args.concurrency:
-        profile = replace(profile, concurrency=tuple(int(v) for v in args.concurrency.split(",")))
+        profile = replace(profile, concurrency=_levels(args.concurrency))
+    if args.cnn_concurrency:
+        profile = replace(profile, cnn_concurrency=_levels(args.cnn_concurrency))
     if args.rates:
         rates: tuple[float, ...] | str = args.rates
         if args.rates in ("none", ""):
@@ -465,7 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.rates != "auto":
             rates = tuple(float(v) for v in args.rates.split(","))
         profile = replace(profile, rates=rates)
-    run(profile, workers=args.workers, batch=args.batch, out=args.out, log=_stderr)
+    command = " ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)])
+    run(profile, workers=args.workers, batch=args.batch, out=args.out, log=_stderr, command=command)
     return 0
 
 

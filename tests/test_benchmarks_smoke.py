@@ -155,3 +155,78 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
         assert {"throughput_vs_direct", "added_p50_ms", "added_p99_ms", "proxy_cpu_us_per_request"} <= set(row)
         assert row["throughput_vs_direct"] is not None and row["proxy_cpu_us_per_request"] is not None
     assert "| c=1 | switchyard" in completed.stdout
+
+    # The compute-heavy CNN, the same three ways, each compared with Triton called directly on the CNN.
+    assert {(path, 2) for path in ("cnn_triton", "cnn_floor", "cnn_switchyard")} <= closed
+    assert rows[("closed", 2, "cnn_triton")]["throughput_vs_direct"] == 1.0
+    cnn = rows[("closed", 2, "cnn_switchyard")]
+    assert cnn["throughput_vs_direct"] is not None and cnn["proxy_cpu_us_per_request"] is not None
+
+
+def test_profile_parses_collapsed_stacks_per_thread() -> None:
+    from benchmarks.profile import parse_raw
+
+    main = "_run_module_as_main (<frozen runpy>);main (server/cli.py);run (uvloop/__init__.py)"
+    lines = [
+        f"{main};handle (proxy/wire.py);infer (proxy/routes/single.py) 6",
+        f"{main};handle (proxy/wire.py) 3",
+        "Thread._bootstrap (threading.py);Thread.run (threading.py) 2",
+        "0x7f00 (/usr/lib/libc.so.6);stray (x.py) 1",  # a cut-short native stack with a root of its own
+    ]
+    profile = parse_raw(lines)
+    assert profile.samples == 12
+    assert profile.self_counts["infer (proxy/routes/single.py)"] == 6
+    assert profile.self_counts["handle (proxy/wire.py)"] == 3
+    # The entry frames shared by every stack of a thread are scaffolding, not inclusive time...
+    assert "run (uvloop/__init__.py)" in profile.scaffolding
+    assert "run (uvloop/__init__.py)" not in profile.inclusive_counts
+    assert profile.inclusive_counts["handle (proxy/wire.py)"] == 9
+    # ...and a stray root hides nothing from the others.
+    assert profile.inclusive_counts["stray (x.py)"] == 1
+
+
+def test_peer_pipeline_is_the_routes_file_and_runs_the_gateway_ops(tmp_path: Path) -> None:
+    from benchmarks.peers import pipeline
+    from switchyard.models.datasets import digits_png, digits_split
+    from switchyard.proxy.config import load_routes
+
+    routes_file = tmp_path / "routes.toml"
+    routes_file.write_text(pipeline.routes_toml())
+    routes = {route.name: route for route in load_routes(routes_file).routes}
+    assert set(routes) == {pipeline.ROUTE, pipeline.BATCHED_ROUTE}
+    route = routes[pipeline.ROUTE]
+    assert [op.op for op in route.pre] == [op["op"] for op in pipeline.PRE_OPS]
+    assert routes[pipeline.BATCHED_ROUTE].batching is not None and route.batching is None
+
+    split = digits_split()
+    steps = pipeline.Pipeline()
+    pixels = steps.preprocess(digits_png(split.X_test[:2]))
+    assert pixels.shape == (2, 64) and pixels.dtype == np.float32
+    np.testing.assert_allclose(pixels, split.X_test[:2], atol=0.05)
+    answer = steps.answer(np.eye(10, dtype=np.float32)[[7]])
+    assert answer["labels"][0] == "seven" and answer["indices"][0] == 7
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(importlib.util.find_spec("pytriton") is None, reason="needs the triton extra")
+@pytest.mark.skipif(
+    not (REPO_ROOT / "benchmarks" / ".peers-venv" / "bin" / "python").exists(),
+    reason="no peers' environment (python -m benchmarks.peers --setup)",
+)
+def test_peers_smoke_verifies_and_measures_a_peer(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "benchmarks.peers", "--smoke", "--peers", "fastapi", "--concurrency", "2"]
+    completed = subprocess.run(
+        [*command, "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    (report_path,) = tmp_path.glob("peers-smoke-*.json")
+    report = json.loads(report_path.read_text())
+    assert set(report["meta"]["top1"]) == {"switchyard", "switchyard_batched", "fastapi"}
+    assert len(set(report["meta"]["top1"].values())) == 1
+    points = {(r["target"], r["concurrency"]) for r in report["results"]}
+    assert points == {("switchyard", 2), ("switchyard_batched", 2), ("fastapi", 2)}
+    for result in report["results"]:
+        assert result["requests"] > 0 and result["errors"] == {}, result
+    rows = {row["target"]: row for row in report["comparison"]}
+    assert rows["fastapi"]["vs_best_peer"] == 1.0
+    assert rows["switchyard"]["total_cpu_us_per_request"] is not None
