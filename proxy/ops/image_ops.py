@@ -9,6 +9,7 @@ the array module ``xp`` and gives the same results on NumPy and CuPy;
 
 from __future__ import annotations
 
+import functools
 import io
 from types import ModuleType
 from typing import Annotated, Any, ClassVar, Literal
@@ -118,6 +119,7 @@ class DecodeImage(Op):
         return pixels.reshape(self.size[0], self.size[1], self.channels)
 
 
+@functools.lru_cache(maxsize=256)
 def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of bilinear sampling with half-pixel centres.
 
@@ -130,7 +132,11 @@ def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     src = np.clip(src, 0.0, n_in - 1)
     low = np.floor(src).astype(np.int64)
     high = np.minimum(low + 1, n_in - 1)
-    return low, high, (src - low).astype(np.float32)
+    weights = (src - low).astype(np.float32)
+    # Cached per (n_in, n_out): every request of one image size shares them, so they must stay unchanged.
+    for array in (low, high, weights):
+        array.flags.writeable = False
+    return low, high, weights
 
 
 @register_op
