@@ -61,4 +61,4 @@ class CallContext:
             elapsed = ended - started
             self.stages[name] = self.stages.get(name, 0.0) + elapsed
             self.spans.append((name, started, ended))
-            metrics.STAGE_LATENCY.labels(self.route, name).observe(elapsed)
+            metrics.stage_latency(self.route, name).observe(elapsed)

@@ -102,7 +102,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             await context.abort(shed.code, shed.message)
             raise AssertionError("unreachable: abort raises")
         code = grpc.StatusCode.OK
-        metrics.IN_FLIGHT.labels(label).inc()
+        metrics.in_flight(label).inc()
         answered = False
         try:
             self._check(request, route)
@@ -130,9 +130,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             raise
         finally:
             self.admission.release(label)
-            metrics.IN_FLIGHT.labels(label).dec()
-            metrics.REQUESTS.labels(label, code.name).inc()
-            metrics.LATENCY.labels(label).observe(time.monotonic() - started)
+            metrics.in_flight(label).dec()
+            metrics.requests(label, code.name).inc()
+            metrics.latency(label).observe(time.monotonic() - started)
 
     async def ListRoutes(  # noqa: N802
         self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext
@@ -220,8 +220,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             self.admission.admit(label, limit)
         except Shed as exc:
             metrics.SHED.labels(label, exc.reason).inc()
-            metrics.REQUESTS.labels(label, exc.code.name).inc()
-            metrics.LATENCY.labels(label).observe(time.monotonic() - started)
+            metrics.requests(label, exc.code.name).inc()
+            metrics.latency(label).observe(time.monotonic() - started)
             log.debug("request on route %s shed: %s", label, exc.message)
             return exc
         return None
@@ -290,7 +290,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             return shed
         ctx = CallContext.start(request.request_id, label, self._timeout(client_remaining, None))
         code = grpc.StatusCode.OK
-        metrics.IN_FLIGHT.labels(label).inc()
+        metrics.in_flight(label).inc()
         try:
             route = self._routes.get(request.route)
             description = route.description
@@ -322,6 +322,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             return internal_error(ctx.request_id)
         finally:
             self.admission.release(label)
-            metrics.IN_FLIGHT.labels(label).dec()
-            metrics.REQUESTS.labels(label, code.name).inc()
-            metrics.LATENCY.labels(label).observe(time.monotonic() - started)
+            metrics.in_flight(label).dec()
+            metrics.requests(label, code.name).inc()
+            metrics.latency(label).observe(time.monotonic() - started)
+            if code is grpc.StatusCode.OK and request.inputs and request.inputs[0].shape:
+                metrics.rows(label).inc(request.inputs[0].shape[0])

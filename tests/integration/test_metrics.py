@@ -50,6 +50,8 @@ def test_requests_codes_and_stage_latencies(
     assert delta("switchyard_requests_total", route="digits_8x8", code="OK") == 3
     assert delta("switchyard_requests_total", route="digits_8x8", code="INVALID_ARGUMENT") == 1
     assert delta("switchyard_request_latency_seconds_count", route="digits_8x8") == 4
+    # Rows answered: 3 OK requests of 3 rows each; the refused request's rows do not count.
+    assert delta("switchyard_rows_total", route="digits_8x8") == 9
     for stage in ("pre", "infer", "post"):
         assert delta("switchyard_stage_latency_seconds_count", route="digits_8x8", stage=stage) == 3, stage
     assert value(after, "switchyard_inflight_requests", route="digits_8x8") == 0
