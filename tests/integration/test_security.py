@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.cli import main as cli_main
 from switchyard.server.triton import LocalTriton
 from switchyard.v1 import gateway_pb2 as pb
-from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1 import gateway_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 from .gateway_thread import GatewayThread
 
@@ -304,6 +305,47 @@ def test_key_may_only_use_its_routes(stub: gateway_pb2_grpc.GatewayStub) -> None
         f"\nauthorisation: {allowed} calls answered, {denied} refused with PERMISSION_DENIED; "
         f"ListRoutes: alice {len(listed[ALICE_KEY])}, bob {len(listed[BOB_KEY])}, ops {len(listed[OPS_KEY])} routes"
     )
+
+
+def test_jobs_belong_to_the_key_that_submitted_them(secure_gateway: GatewayThread, pki: Pki) -> None:
+    with tls_channel(secure_gateway.target, pki) as channel:
+        jobs = jobs_pb2_grpc.JobsStub(channel)
+
+        def submit(key: str, route: str) -> jobs_pb2.SubmitJobResponse:
+            request = jobs_pb2.SubmitJobRequest(request=infer_request(route))
+            return jobs.SubmitJob(request, timeout=TIMEOUT, metadata=bearer(key))
+
+        assert code_of(lambda: jobs.SubmitJob(jobs_pb2.SubmitJobRequest(request=infer_request()), timeout=5)) == (
+            S.UNAUTHENTICATED
+        )
+        # The route of the nested request is authorised like an Infer call's.
+        assert code_of(lambda: submit(BOB_KEY, "digits")) == S.PERMISSION_DENIED
+        job_id = submit(ALICE_KEY, "digits").job_id
+        deadline = time.monotonic() + 30
+        while True:
+            job = jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=TIMEOUT, metadata=bearer(ALICE_KEY))
+            if job.state == jobs_pb2.JOB_STATE_SUCCEEDED or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job
+        assert job.response.outputs
+        # Another key can neither see, cancel, watch nor list it: to it the job does not exist.
+        other = bearer(OPS_KEY)
+        assert code_of(lambda: jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=5, metadata=other)) == (
+            S.NOT_FOUND
+        )
+        assert code_of(lambda: jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), timeout=5, metadata=other)) == (
+            S.NOT_FOUND
+        )
+        assert code_of(
+            lambda: list(jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id), timeout=5, metadata=other))
+        ) == (S.NOT_FOUND)
+        listed = {
+            key: {j.job_id for j in jobs.ListJobs(jobs_pb2.ListJobsRequest(), timeout=5, metadata=bearer(key)).jobs}
+            for key in (ALICE_KEY, OPS_KEY)
+        }
+        assert job_id in listed[ALICE_KEY]
+        assert job_id not in listed[OPS_KEY]
 
 
 def test_infer_stream_checks_every_request(stub: gateway_pb2_grpc.GatewayStub) -> None:
