@@ -306,10 +306,14 @@ class RedisJobStore(JobStore):
         op_timeout_s: float = 2.0,
         key_prefix: str = "sy:jobs:",
         clock: Any = None,
+        consumer_idle_s: float = 3600.0,
     ) -> None:
         import time
 
         self.op_timeout_s = op_timeout_s
+        # Consumers (processes) idle this long with nothing pending are removed from
+        # the group by the sweep: every process start adds one, and dead ones would pile up.
+        self.consumer_idle_s = consumer_idle_s
         self.prefix = key_prefix
         self.consumer = consumer
         self._clock = clock or time.time
@@ -509,7 +513,32 @@ class RedisJobStore(JobStore):
         return _record(_pairs(flat))
 
     async def sweep(self) -> int:
-        return int(await self._script("sweep", repr(self._clock()), 500))
+        swept = int(await self._script("sweep", repr(self._clock()), 500))
+        await self._prune_consumers()
+        return swept
+
+    async def _prune_consumers(self) -> list[str]:
+        """Removes other consumers idle past ``consumer_idle_s`` with no pending entries; returns their names.
+
+        A dead process's pending entries are first taken over by XAUTOCLAIM
+        (after the visibility timeout), so a consumer with entries still
+        pending is kept: deleting it would drop them from the group.
+        """
+        stream = self._key("stream")
+        try:
+            consumers = await self._call("XINFO CONSUMERS", self._client.xinfo_consumers(stream, GROUP))
+        except StoreUnavailable:
+            return []  # no group yet (nothing claimed since Redis started): nothing to prune
+        removed = []
+        for consumer in consumers:
+            name = _text(consumer["name"])
+            # Redis 7.2+ reports "inactive" (since its last successful read; -1 if none), older ones "idle".
+            inactive = int(consumer.get("inactive", -1))
+            idle_ms = inactive if inactive >= 0 else int(consumer["idle"])
+            if name != self.consumer and int(consumer["pending"]) == 0 and idle_ms > self.consumer_idle_s * 1000:
+                await self._call("XGROUP DELCONSUMER", self._client.xgroup_delconsumer(stream, GROUP, name))
+                removed.append(name)
+        return removed
 
     async def counts(self) -> dict[JobState, int]:
         found = await self._call("HGETALL", self._client.hgetall(self._key("counts")))

@@ -225,3 +225,20 @@ async def test_unreachable_store_is_unavailable(tmp_path: Path, redis_server: Re
     with pytest.raises(StoreUnavailable, match="not-a-file"):
         await sqlite.submit(job(), max_queued=10)
     await sqlite.close()
+
+
+async def test_redis_sweep_removes_idle_consumers_but_keeps_those_with_pending_jobs(redis_server: RedisServer) -> None:
+    sweeper = RedisJobStore(redis_server.url, consumer="sweeper", op_timeout_s=1.0, consumer_idle_s=0.0)
+    idle = RedisJobStore(redis_server.url, consumer="idle", op_timeout_s=1.0)
+    busy = RedisJobStore(redis_server.url, consumer="busy", op_timeout_s=1.0)
+    try:
+        await sweeper.submit(job(), max_queued=10)
+        assert len(await busy.claim("busy", 1, 30.0)) == 1  # one entry pending while its job runs
+        assert await idle.claim("idle", 1, 30.0) == []  # joined the group, holds nothing
+        await asyncio.sleep(0.05)
+        await sweeper.sweep()
+        consumers = await sweeper._client.xinfo_consumers(sweeper._key("stream"), "workers")
+        assert sorted(c["name"].decode() for c in consumers) == ["busy"]
+    finally:
+        for store in (sweeper, idle, busy):
+            await store.close()
