@@ -46,13 +46,15 @@ def check_request(
         )
     if len(request.data_key) > MAX_REQUEST_ID_LENGTH:
         raise InvalidInput("data_key", f"is {len(request.data_key)} characters long, at most {MAX_REQUEST_ID_LENGTH}")
-    total = sum(len(t.raw_data) for t in request.inputs)
+    # Each read of a protobuf bytes field copies it (upb): read every payload once.
+    payloads = [t.raw_data for t in request.inputs]
+    total = sum(map(len, payloads))
     if total > max_request_bytes:
         raise InvalidInput("inputs", f"carry {total} bytes, this route accepts at most {max_request_bytes}")
-    _check_inputs(request.inputs, inputs, max_batch_size)
+    _check_inputs(request.inputs, payloads, inputs, max_batch_size)
     if not allow_non_finite:
-        for tensor in request.inputs:
-            _check_finite(tensor)
+        for tensor, payload in zip(request.inputs, payloads, strict=True):
+            _check_finite(tensor, payload)
     known_outputs = {spec.name for spec in outputs}
     seen: set[str] = set()
     for i, name in enumerate(request.outputs):
@@ -76,12 +78,14 @@ def _check_versions(pins: Mapping[str, str], models: Sequence[str]) -> None:
             raise InvalidInput(f"model_versions[{model}]", f"version must be a positive integer, got {version!r}")
 
 
-def _check_inputs(tensors: Sequence[pb.Tensor], specs: Sequence[TensorSpec], max_batch_size: int) -> None:
+def _check_inputs(
+    tensors: Sequence[pb.Tensor], payloads: Sequence[bytes], specs: Sequence[TensorSpec], max_batch_size: int
+) -> None:
     by_name = {spec.name: spec for spec in specs}
     seen: set[str] = set()
     batch: int | None = None
     batch_from = ""
-    for tensor in tensors:
+    for tensor, payload in zip(tensors, payloads, strict=True):
         field = f"inputs[{tensor.name}]" if tensor.name else "inputs[]"
         spec = by_name.get(tensor.name)
         if spec is None:
@@ -103,7 +107,7 @@ def _check_inputs(tensors: Sequence[pb.Tensor], specs: Sequence[TensorSpec], max
             if batch is not None and size != batch:
                 raise InvalidInput(f"{field}.shape[0]", f"batch of {size} differs from {batch_from}'s batch of {batch}")
             batch, batch_from = size, field
-        _check_bytes(tensor, field)
+        _check_bytes(tensor, payload, field)
     missing = [name for name in by_name if name not in seen]
     if missing:
         raise InvalidInput(f"inputs[{missing[0]}]", "required input is missing")
@@ -126,29 +130,29 @@ def _check_shape(tensor: pb.Tensor, spec: TensorSpec, field: str) -> None:
             raise InvalidInput(f"{field}.shape[{axis}]", f"expected {want}, got {got} (route shape {list(spec.shape)})")
 
 
-def _check_bytes(tensor: pb.Tensor, field: str) -> None:
+def _check_bytes(tensor: pb.Tensor, payload: bytes, field: str) -> None:
     shape = list(tensor.shape)
     count = element_count(shape)
     if tensor.datatype == "BYTES":
         try:
-            decode_bytes(tensor.raw_data, count)
+            decode_bytes(payload, count)
         except TensorDecodeError as exc:
             raise InvalidInput(f"{field}.raw_data", str(exc)) from None
         return
     expected = count * itemsize(tensor.datatype)
-    if len(tensor.raw_data) != expected:
+    if len(payload) != expected:
         raise InvalidInput(
             f"{field}.raw_data",
-            f"has {len(tensor.raw_data)} bytes, shape {shape} of {tensor.datatype} needs {expected}",
+            f"has {len(payload)} bytes, shape {shape} of {tensor.datatype} needs {expected}",
         )
 
 
-def _check_finite(tensor: pb.Tensor) -> None:
+def _check_finite(tensor: pb.Tensor, payload: bytes) -> None:
     """InvalidInput naming the first NaN or +-Inf element of a float tensor (whose length is already checked)."""
     dtype = _FLOATS.get(tensor.datatype)
-    if dtype is None or not tensor.raw_data:
+    if dtype is None or not payload:
         return
-    values = np.frombuffer(tensor.raw_data, dtype=dtype)
+    values = np.frombuffer(payload, dtype=dtype)
     finite = np.isfinite(values)
     if finite.all():
         return
