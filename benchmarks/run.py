@@ -22,8 +22,10 @@ Triton's port), ``floor`` (the same bytes through the floor), ``switchyard``
 gateway, route ``digits_batched``: gateway-side micro-batching, 2 ms).
 Then the compute-heavy CNN (one FP32 [3, 224, 224] image per request) the same
 three ways, ``cnn_triton``, ``cnn_floor`` and ``cnn_switchyard`` (route
-``cnn``), closed loop at ``cnn_concurrency`` (32; 8 and 32 in full), each
-compared with ``cnn_triton``.
+``cnn``), plus ``cnn_switchyard_shm``: a second gateway process, the same but
+for ``--triton-shared-memory system`` (the image reaches Triton through
+shared memory), closed loop at ``cnn_concurrency`` (32; 8 and 32 in full),
+each compared with ``cnn_triton``.
 
 It prints a Markdown table and writes ``run-<profile>-<time>.json`` (every
 window of every point), ``.md`` (the table) and ``.png`` (latency against
@@ -82,8 +84,9 @@ PATHS = ("triton", "floor", "switchyard")
 """The three ways to the model, in the order they are measured at each concurrency (closed and open loop)."""
 CLOSED_ONLY = ("switchyard_batched",)
 """Measured after PATHS at each closed-loop concurrency: the gateway's micro-batched route."""
-CNN_PATHS = ("cnn_triton", "cnn_floor", "cnn_switchyard")
-"""The same three ways to the compute-heavy CNN (closed loop only, at the profile's ``cnn_concurrency``)."""
+CNN_PATHS = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm")
+"""The same three ways to the compute-heavy CNN, and the gateway with shared memory to Triton
+(closed loop only, at the profile's ``cnn_concurrency``)."""
 
 PROXY_OF = {
     "triton": None,
@@ -94,6 +97,7 @@ PROXY_OF = {
     "cnn_triton": None,
     "cnn_floor": "floor",
     "cnn_switchyard": "switchyard",
+    "cnn_switchyard_shm": "switchyard_shm",
 }
 """Which server process (besides Triton) each path goes through."""
 
@@ -231,11 +235,14 @@ def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]
         # The image pipeline's routes too (benchmarks.peers measures them; here for benchmarks.profile).
         routes.write_text(ROUTES_TOML + "\n" + routes_toml())
         python, env = sys.executable, _child_env()
+        gateway = [
+            *(python, "-m", "switchyard.server.cli", "serve", "--triton-url", triton.grpc_url),
+            *("--host", "127.0.0.1", "--port", "0", "--no-metrics", "--config", str(routes), "--grace-s", "1"),
+        ]
         commands = {
-            "switchyard": [
-                *(python, "-m", "switchyard.server.cli", "serve", "--triton-url", triton.grpc_url),
-                *("--host", "127.0.0.1", "--port", "0", "--no-metrics", "--config", str(routes), "--grace-s", "1"),
-            ],
+            "switchyard": gateway,
+            # The same gateway, sending large inputs through shared memory (Triton is on this host).
+            "switchyard_shm": [*gateway, "--triton-shared-memory", "system"],
             "floor": [python, "-m", "benchmarks.floor_proxy", "--upstream", triton.grpc_url],
             "echo": [python, "-m", "benchmarks.floor_proxy", "--echo"],
         }
@@ -446,7 +453,7 @@ def run(
                 targets[name] = Target(
                     name,
                     addresses[PROXY_OF[name] or "triton"],
-                    "switchyard" if PROXY_OF[name] == "switchyard" else "oip",
+                    "switchyard" if (PROXY_OF[name] or "").startswith("switchyard") else "oip",
                     model=CNN_MODEL,
                     route=CNN_ROUTE,
                     batch=batch,

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from switchyard.client.channel import server_options
+from switchyard.proxy.backend.shared_memory import SharedMemoryPool
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
 from switchyard.proxy.config import RoutesFile
@@ -39,6 +41,32 @@ log = logging.getLogger(__name__)
 
 class PortInUse(RuntimeError):
     pass
+
+
+def _shm_room(needed: int, folder: str = "/dev/shm") -> bool:
+    """True when ``folder`` (the tmpfs behind POSIX shared memory) can hold ``needed`` bytes.
+
+    A container's /dev/shm is often small (64 MiB by default in Docker): a
+    region larger than what is free would be created sparse and fault with
+    SIGBUS on first write, so shared memory is left off with a warning instead.
+    """
+    try:
+        stats = os.statvfs(folder)
+    except OSError as exc:
+        log.warning("Triton shared memory off: cannot inspect %s (%s)", folder, exc.strerror)
+        return False
+    free = stats.f_bavail * stats.f_frsize
+    if free < needed:
+        log.warning(
+            "Triton shared memory off: %s has %d MiB free, the slots need %d MiB "
+            "(lower triton_shm_slots / triton_shm_slot_bytes, or enlarge %s)",
+            folder,
+            free >> 20,
+            needed >> 20,
+            folder,
+        )
+        return False
+    return True
 
 
 class Gateway:
@@ -61,7 +89,16 @@ class Gateway:
         """Starts serving; returns the bound gRPC port."""
         s = self.settings
         security = load_security(s)  # TLS files and API keys: a bad one fails here, before anything starts
-        self._backend = TritonBackend(s.triton_url, max_message_bytes=s.max_message_bytes)
+        shared_memory = None
+        if s.triton_shared_memory == "system" and _shm_room(s.triton_shm_slots * s.triton_shm_slot_bytes):
+            shared_memory = SharedMemoryPool(
+                slots=s.triton_shm_slots,
+                slot_bytes=s.triton_shm_slot_bytes,
+                threshold_bytes=s.triton_shm_threshold_bytes,
+                quarantine_s=s.triton_shm_quarantine_s,
+                label=s.triton_url,
+            )
+        self._backend = TritonBackend(s.triton_url, max_message_bytes=s.max_message_bytes, shared_memory=shared_memory)
         models = sorted({m for r in self._routes_config.routes for m in r.models()})
         log.info("waiting for models in Triton at %s: %s", s.triton_url, ", ".join(models))
         await self._backend.wait_models_ready(models, timeout_s=s.backend_ready_timeout_s)

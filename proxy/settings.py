@@ -39,6 +39,26 @@ class GatewaySettings(BaseSettings):
     )
     triton_url: str = Field("127.0.0.1:8001", description="Triton's gRPC address (host:port).")
     routes_file: Path | None = Field(None, description="Routes file (TOML); unset uses the bundled default routes.")
+    triton_shared_memory: Literal["off", "system"] = Field(
+        "off",
+        description="'system': large input tensors reach Triton through POSIX shared memory instead of the gRPC "
+        "message (Triton must run on this host); 'off': every tensor travels in the message.",
+    )
+    triton_shm_threshold_bytes: int = Field(
+        64 * 1024, ge=1, description="Inputs of at least this many bytes use shared memory (when it is on)."
+    )
+    triton_shm_slot_bytes: int = Field(
+        2 * 1024 * 1024, ge=1, description="Size of one shared-memory slot; a larger input goes in the message."
+    )
+    triton_shm_slots: int = Field(
+        64, ge=1, description="Shared-memory slots (inputs in Triton at once); with none free, inputs go as bytes."
+    )
+    triton_shm_quarantine_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long a slot stays out of use after a call that ended without Triton's answer "
+        "(cancelled, timed out): Triton may still read it meanwhile.",
+    )
     max_message_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024,
@@ -146,6 +166,12 @@ class GatewaySettings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError(f"triton_url must be host:port, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _shared_memory(self) -> GatewaySettings:
+        if self.triton_shm_slot_bytes < self.triton_shm_threshold_bytes:
+            raise ValueError("triton_shm_slot_bytes must be >= triton_shm_threshold_bytes")
+        return self
 
     @model_validator(mode="after")
     def _jobs_store(self) -> GatewaySettings:

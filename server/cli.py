@@ -78,6 +78,8 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         overrides["metrics_port"] = args.metrics_port
     if args.triton_url:
         overrides["triton_url"] = args.triton_url
+    if getattr(args, "triton_shared_memory", None) is not None:
+        overrides["triton_shared_memory"] = args.triton_shared_memory
     for key in (
         "data_dir",
         "jobs_db",
@@ -114,7 +116,12 @@ async def serve(args: argparse.Namespace) -> int:
             log.info("starting local Triton (model repository %s)", repository)
             await triton.start()
             await triton.wait_ready(settings.backend_ready_timeout_s)
-            settings = settings.model_copy(update={"triton_url": triton.grpc_url})
+            update: dict[str, Any] = {"triton_url": triton.grpc_url}
+            if "triton_shared_memory" not in settings.model_fields_set:
+                # Our own Triton runs on this host: large inputs go through shared
+                # memory unless the flag or SWITCHYARD_TRITON_SHARED_MEMORY says otherwise.
+                update["triton_shared_memory"] = "system"
+            settings = settings.model_copy(update=update)
         gateway = Gateway(settings, routes)
         port = await gateway.start()
         print(f"switchyard: serving on {settings.host}:{port}", flush=True)
@@ -180,6 +187,12 @@ def parser() -> argparse.ArgumentParser:
         "(default: the bundled models, built into the user cache when missing or stale)",
     )
     s.add_argument("--triton-grpc-port", type=int, default=0, help="gRPC port of the local Triton (default: any free)")
+    s.add_argument(
+        "--triton-shared-memory",
+        choices=("off", "system"),
+        help="'system': send large input tensors to Triton through shared memory (Triton on this host); "
+        "default: system with the local Triton, off with --triton-url",
+    )
     j = s.add_argument_group("asynchronous jobs (switchyard.v1.Jobs)")
     j.add_argument("--data-dir", type=Path, help="folder of the embedded job store (default ~/.local/share/switchyard)")
     j.add_argument("--jobs-db", type=Path, help="SQLite file of the embedded job store (default DATA_DIR/jobs.db)")

@@ -146,7 +146,7 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
     for result in results:
         assert RESULT_KEYS <= set(result)
         assert result["requests"] > 0 and result["errors"] == {}, result
-        assert {"triton", "floor", "switchyard", "echo"} == set(result["cpu_us_per_request"])
+        assert {"triton", "floor", "switchyard", "switchyard_shm", "echo"} == set(result["cpu_us_per_request"])
 
     rows = {(row["mode"], row["load"], row["target"]): row for row in report["comparison"]}
     assert rows[("closed", 1, "triton")]["throughput_vs_direct"] == 1.0
@@ -157,10 +157,12 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
     assert "| c=1 | switchyard" in completed.stdout
 
     # The compute-heavy CNN, the same three ways, each compared with Triton called directly on the CNN.
-    assert {(path, 2) for path in ("cnn_triton", "cnn_floor", "cnn_switchyard")} <= closed
+    cnn_paths = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm")
+    assert {(path, 2) for path in cnn_paths} <= closed
     assert rows[("closed", 2, "cnn_triton")]["throughput_vs_direct"] == 1.0
-    cnn = rows[("closed", 2, "cnn_switchyard")]
-    assert cnn["throughput_vs_direct"] is not None and cnn["proxy_cpu_us_per_request"] is not None
+    for path in ("cnn_switchyard", "cnn_switchyard_shm"):
+        cnn = rows[("closed", 2, path)]
+        assert cnn["throughput_vs_direct"] is not None and cnn["proxy_cpu_us_per_request"] is not None
 
 
 def test_profile_parses_collapsed_stacks_per_thread() -> None:

@@ -22,6 +22,14 @@ Backend faults (see ``breaker`` and ``retry``):
   for it, and when the :class:`~switchyard.proxy.backend.retry.RetryBudget`
   has a token.
 
+With a :class:`~switchyard.proxy.backend.shared_memory.SharedMemoryPool`
+(Triton on the same host), large inputs travel through shared-memory slots
+instead of the message: the region is registered on first use, registered
+again when Triton no longer knows it (a restarted Triton: the call is sent
+once more), and unregistered on ``close``. A slot goes back to the pool once
+Triton has answered; a call that ended without Triton's answer quarantines
+its slots (see that module).
+
 It owns transport and metadata, not validation or routing.
 """
 
@@ -31,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -42,6 +51,7 @@ from switchyard.client.channel import channel_options
 from switchyard.proxy import errors
 from switchyard.proxy.backend.breaker import CircuitBreaker, CircuitState
 from switchyard.proxy.backend.retry import RETRIES, RETRIES_SKIPPED, RetryBudget
+from switchyard.proxy.backend.shared_memory import SHM_INPUTS, SharedMemoryPool
 from switchyard.proxy.specs import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 
@@ -57,6 +67,29 @@ MIN_ATTEMPT_S = 0.02
 
 PROBE_TIMEOUT_S = 1.0
 """How long the half-open probe (sent once the channel has connected) waits for Triton's ``ServerReady``."""
+
+SHM_REGISTER_TIMEOUT_S = 2.0
+"""How long registering (or unregistering) the shared-memory region with Triton may take."""
+
+SHM_REGISTER_RETRY_S = 5.0
+"""After a failed registration, inputs travel as bytes for this long before registering is tried again."""
+
+# Codes with which Triton itself refused or answered a request (it holds nothing of it afterwards),
+# or the request never left. Others (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE, INTERNAL, UNKNOWN, ...)
+# may mean it is still queued in Triton.
+_ANSWERED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 RECONNECT_BACKOFF_MS = (50, 100)
 """The backend channel's reconnect backoff (initial, max): a connection attempt to a
@@ -107,6 +140,12 @@ def classify(exc: grpc.aio.AioRpcError, channel_state: grpc.ChannelConnectivity)
     return Failure(connection=transport or channel_state is not grpc.ChannelConnectivity.READY, not_sent=not_sent)
 
 
+def _unknown_region(exc: grpc.aio.AioRpcError) -> bool:
+    """Triton's answer to a request naming a shared-memory region it does not know (e.g. after a restart)."""
+    details = (exc.details() or "").lower()
+    return "shared memory region" in details and ("unable to find" in details or "not found" in details)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the proxy needs to know of a model, read from Triton at start-up."""
@@ -135,6 +174,7 @@ class TritonBackend:
         max_message_bytes: int,
         breaker: CircuitBreaker | None = None,
         retry_budget: RetryBudget | None = None,
+        shared_memory: SharedMemoryPool | None = None,
     ) -> None:
         self.url = url
         options = channel_options(max_message_bytes=max_message_bytes, reconnect_backoff_ms=RECONNECT_BACKOFF_MS)
@@ -144,6 +184,9 @@ class TritonBackend:
         self.retry_budget = retry_budget or RetryBudget()
         self._prober: asyncio.Task[None] | None = None
         self.breaker.add_listener(self._on_circuit)
+        self.shared_memory = shared_memory
+        self._shm_lock = asyncio.Lock()
+        self._shm_retry_at = 0.0
 
     @property
     def circuit_closed(self) -> bool:
@@ -157,6 +200,16 @@ class TritonBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prober
             self._prober = None
+        pool, self.shared_memory = self.shared_memory, None
+        if pool is not None:
+            if pool.registered:
+                request = service_pb2.SystemSharedMemoryUnregisterRequest(name=pool.region)
+                try:
+                    await self._stub.SystemSharedMemoryUnregister(request, timeout=SHM_REGISTER_TIMEOUT_S)
+                except grpc.aio.AioRpcError as exc:
+                    log.warning("could not unregister shared memory %s from Triton: %s", pool.region, exc.details())
+                pool.registered = False
+            pool.close()
         await self._channel.close()
 
     # -- faults ------------------------------------------------------------------
@@ -302,47 +355,141 @@ class TritonBackend:
         request_id: str = "",
         idempotent: bool = True,
     ) -> InferResult:
-        """Runs one inference; ``inputs`` travel as their raw bytes.
+        """Runs one inference; ``inputs`` travel as their raw bytes (large ones through shared memory, if enabled).
 
         Fails fast with UNAVAILABLE while the circuit is open. UNAVAILABLE is
         retried once when safe (``idempotent``, or the request never left),
         within ``timeout_s`` and the retry budget.
         """
-        request = service_pb2.ModelInferRequest(model_name=model, model_version=version, id=request_id)
-        for tensor in inputs:
-            request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-            request.raw_input_contents.append(tensor.raw_data)
-        for name in outputs:
-            request.outputs.add(name=name)
+        raws = [tensor.raw_data for tensor in inputs]  # every read of a protobuf bytes field copies it: once
         if timeout_s <= 0:
             raise errors.DeadlineExceeded(f"deadline exceeded before calling model {model!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         self.breaker.check()
         self.retry_budget.deposit()
-        retried = False
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise errors.DeadlineExceeded(f"deadline exceeded before calling model {model!r}")
-            try:
-                reply = await self._stub.ModelInfer(request, timeout=remaining)
-            except grpc.aio.AioRpcError as exc:
-                failure = self._failed(exc)
-                if exc.code() is grpc.StatusCode.UNAVAILABLE:
-                    pause = RETRY_BACKOFF_S * random.uniform(0.5, 1.5)
-                    if retried:
-                        RETRIES_SKIPPED.labels(self.url, "attempts").inc()
-                    elif self._may_retry(failure, idempotent, deadline, pause):
-                        retried = True
-                        await asyncio.sleep(pause)
-                        self.breaker.check()
+        pool = self.shared_memory
+        offsets: list[int] = []  # the shared-memory slots this call holds
+        in_flight = uncertain = False  # whether an attempt that used them may still be queued in Triton
+        try:
+            request, offsets = await self._infer_request(model, version, request_id, inputs, raws, outputs, deadline)
+            retried = reregistered = False
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise errors.DeadlineExceeded(f"deadline exceeded before calling model {model!r}")
+                try:
+                    in_flight = bool(offsets)
+                    reply = await self._stub.ModelInfer(request, timeout=remaining)
+                    in_flight = False
+                except grpc.aio.AioRpcError as exc:
+                    in_flight = False
+                    failure = self._failed(exc)
+                    if offsets and not (failure.not_sent or exc.code() in _ANSWERED):
+                        uncertain = True
+                    if pool is not None and offsets and not uncertain and not reregistered and _unknown_region(exc):
+                        # Triton no longer knows the region (it restarted): register it again, send once more.
+                        log.info("Triton at %s lost shared memory %s: registering it again", self.url, pool.key)
+                        reregistered = True
+                        pool.registered = False
+                        for offset in offsets:
+                            pool.release(offset)
+                        offsets = []
+                        request, offsets = await self._infer_request(
+                            model, version, request_id, inputs, raws, outputs, deadline
+                        )
                         continue
-                raise errors.from_backend(exc.code(), exc.details() or "", model) from None
-            self.breaker.record_success()
-            break
+                    if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                        pause = RETRY_BACKOFF_S * random.uniform(0.5, 1.5)
+                        if retried:
+                            RETRIES_SKIPPED.labels(self.url, "attempts").inc()
+                        elif self._may_retry(failure, idempotent, deadline, pause):
+                            retried = True
+                            await asyncio.sleep(pause)
+                            self.breaker.check()
+                            continue
+                    raise errors.from_backend(exc.code(), exc.details() or "", model) from None
+                self.breaker.record_success()
+                break
+        finally:
+            if pool is not None:
+                # A slot Triton may still read (no answer: cancelled, timed out, lost) stays out of use.
+                keep_out = in_flight or uncertain
+                for offset in offsets:
+                    (pool.quarantine if keep_out else pool.release)(offset)
         tensors = [
             pb.Tensor(name=out.name, datatype=out.datatype, shape=out.shape, raw_data=raw)
             for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
         ]
         return InferResult(model=reply.model_name, version=reply.model_version, outputs=tensors)
+
+    async def _infer_request(
+        self,
+        model: str,
+        version: str,
+        request_id: str,
+        inputs: Sequence[pb.Tensor],
+        raws: Sequence[bytes],
+        outputs: Sequence[str],
+        deadline: float,
+    ) -> tuple[service_pb2.ModelInferRequest, list[int]]:
+        """The ModelInferRequest, and the offsets of the shared-memory slots it took (the caller gives them back)."""
+        request = service_pb2.ModelInferRequest(model_name=model, model_version=version, id=request_id)
+        pool = self.shared_memory
+        use_shm = (
+            pool is not None and any(pool.fits(len(raw)) for raw in raws) and await self._shm_registered(pool, deadline)
+        )
+        offsets: list[int] = []
+        for tensor, raw in zip(inputs, raws, strict=True):
+            entry = request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            offset = pool.take(raw) if use_shm and pool is not None and pool.fits(len(raw)) else None
+            if offset is None:
+                # Triton pairs raw_input_contents with the inputs that carry no shared-memory region, in order.
+                request.raw_input_contents.append(raw)
+                continue
+            offsets.append(offset)
+            params = entry.parameters
+            params["shared_memory_region"].string_param = pool.region  # type: ignore[union-attr]
+            params["shared_memory_byte_size"].int64_param = len(raw)
+            params["shared_memory_offset"].int64_param = offset
+        for name in outputs:
+            request.outputs.add(name=name)
+        return request, offsets
+
+    async def _shm_registered(self, pool: SharedMemoryPool, deadline: float) -> bool:
+        """Whether the region is registered with Triton, registering it now if needed (one caller at a time)."""
+        if pool.registered:
+            return True
+        now = time.monotonic()
+        if now < self._shm_retry_at or not self.breaker.closed:
+            SHM_INPUTS.labels(pool.label, "bytes_unregistered").inc()
+            return False
+        async with self._shm_lock:
+            if pool.registered:
+                return True
+            if time.monotonic() < self._shm_retry_at:
+                SHM_INPUTS.labels(pool.label, "bytes_unregistered").inc()
+                return False
+            timeout = min(SHM_REGISTER_TIMEOUT_S, deadline - asyncio.get_running_loop().time())
+            request = service_pb2.SystemSharedMemoryRegisterRequest(
+                name=pool.region, key=pool.key, offset=0, byte_size=pool.byte_size
+            )
+            try:
+                if timeout <= 0:
+                    return False
+                await self._stub.SystemSharedMemoryRegister(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:  # else: an earlier answer was lost
+                    self._shm_retry_at = time.monotonic() + SHM_REGISTER_RETRY_S
+                    log.warning(
+                        "cannot register shared memory %s with Triton at %s (%s: %s); large inputs go as bytes",
+                        pool.key,
+                        self.url,
+                        exc.code().name,
+                        exc.details(),
+                    )
+                    SHM_INPUTS.labels(pool.label, "bytes_unregistered").inc()
+                    return False
+            pool.registered = True
+            log.info("registered shared memory %s (%d bytes) with Triton at %s", pool.key, pool.byte_size, self.url)
+            return True

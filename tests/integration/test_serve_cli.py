@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -72,6 +73,18 @@ def test_serve_answers_and_stops_cleanly(model_repository: Path, tmp_path: Path)
         with Client(f"127.0.0.1:{port}") as client:
             result = client.infer("digits", {"image": x_test[:10]}, timeout=10)
         assert (np.asarray(result["label"]).reshape(-1) == y_test[:10]).mean() >= 0.8
+
+        # With its own local Triton, serve sends large inputs through shared memory by default.
+        image = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+        with Client(f"127.0.0.1:{port}") as client:
+            probabilities = client.infer("image_cnn", {"image": image}, timeout=30)["probabilities"]
+        assert np.asarray(probabilities).shape == (1, 10)
+        metrics_port = next(
+            int(m.group(1)) for line in lines if (m := re.search(r"\(metrics [\d.]+:(\d+)\)", line)) is not None
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+            exposition = reply.read().decode()
+        assert re.search(r'switchyard_backend_shm_inputs_total\{[^}]*way="shm"[^}]*\} 1\.0', exposition), exposition
 
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
