@@ -1,4 +1,4 @@
-"""Load generator for unary gRPC inference calls, in its own worker processes.
+"""Load generator for gRPC inference calls (unary, or over one stream per worker), in its own worker processes.
 
 Usage (one target, any gRPC server already running)::
 
@@ -41,7 +41,10 @@ How it measures
   busy the whole machine was. Linux only for the CPU figures.
 
 Targets are pluggable: a :class:`Target` names an address, a protocol (the
-method called and the request built) and the payload.
+method called and the request built) and the payload. ``switchyard_stream``
+sends the gateway's requests over ``Gateway/InferStream`` instead of unary
+calls: each worker keeps one bidirectional stream per target and its callers'
+requests are all in flight on it (answers matched by request id).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -64,10 +67,12 @@ from typing import Any
 PROTOCOL_METHODS = {
     "oip": "/inference.GRPCInferenceService/ModelInfer",
     "switchyard": "/switchyard.v1.Gateway/Infer",
+    "switchyard_stream": "/switchyard.v1.Gateway/InferStream",
     "http": "POST",
 }
-"""The unary method each protocol calls. ``oip``: the Open Inference Protocol (Triton, the floor proxy, a KServe
-model server); ``http``: an HTTP/1.1 POST of the payload's bytes to ``Target.path`` (the HTTP peers)."""
+"""The method each protocol calls. ``oip``: the Open Inference Protocol (Triton, the floor proxy, a KServe
+model server); ``switchyard_stream``: the gateway's requests on one bidirectional ``InferStream`` per worker;
+``http``: an HTTP/1.1 POST of the payload's bytes to ``Target.path`` (the HTTP peers)."""
 
 DEFAULT_TOLERANCE = 0.10
 HISTOGRAM_MAX_US = 600_000_000
@@ -242,7 +247,11 @@ class Target:
     alone as the body to ``path`` and expects a JSON object holding
     ``outputs`` as keys.
     ``check`` False skips checking the answer in ``probe`` (the echo server
-    answers an empty message).
+    answers an empty message). ``bypass_cache`` sets the gateway request's
+    field of that name (always a cache miss). ``then`` (``switchyard`` only)
+    names routes called after ``route``, one after another with the same
+    inputs and outputs asked for, as one request of the load (a client making
+    dependent calls); its latency is the whole sequence's.
     """
 
     name: str
@@ -258,10 +267,14 @@ class Target:
     row_shape: tuple[int, ...] | None = None
     payload: bytes | None = None
     path: str = "/"
+    bypass_cache: bool = False
+    then: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOL_METHODS:
             raise ValueError(f"unknown protocol {self.protocol!r}; one of {', '.join(PROTOCOL_METHODS)}")
+        if self.then and self.protocol != "switchyard":
+            raise ValueError("then (a sequence of routes) needs the switchyard protocol")
 
     @property
     def method(self) -> str:
@@ -301,7 +314,9 @@ class Target:
             return bytes(request.SerializeToString())
         from switchyard.v1 import gateway_pb2
 
-        gateway_request = gateway_pb2.InferRequest(route=self.route, outputs=list(self.outputs))
+        gateway_request = gateway_pb2.InferRequest(
+            route=self.route, outputs=list(self.outputs), bypass_cache=self.bypass_cache
+        )
         gateway_request.inputs.add(name=self.input_name, datatype=datatype, shape=shape, raw_data=self._raw_input())
         return bytes(gateway_request.SerializeToString())
 
@@ -330,7 +345,13 @@ class Target:
         else:
             from switchyard.v1 import gateway_pb2
 
-            answer = gateway_pb2.InferResponse.FromString(data)
+            if self.protocol == "switchyard_stream":
+                message = gateway_pb2.StreamInferResponse.FromString(data)
+                if message.HasField("error"):
+                    return f"stream answer is an error: {message.error.code} {message.error.message}"
+                answer = message.response
+            else:
+                answer = gateway_pb2.InferResponse.FromString(data)
             tensors = {t.name: (list(t.shape), len(t.raw_data)) for t in answer.outputs}
         missing = [name for name in self.outputs if name not in tensors]
         if missing:
@@ -391,6 +412,8 @@ class WindowResult:
     machine_busy_s: float = 0.0
     late_sends: int = 0
     max_send_lag_us: int = 0
+    counters: dict[str, float] = field(default_factory=dict)
+    """Increase of each of the generator's ``counters`` over the window."""
 
     @property
     def throughput_rps(self) -> float:
@@ -415,6 +438,7 @@ class WindowResult:
             "other_cpu_pct": round(self.other_cpu_s / self.duration_s * 100, 1),
             "late_sends": self.late_sends,
             "max_send_lag_ms": round(self.max_send_lag_us / 1000.0, 3),
+            "counters": dict(self.counters),
         }
 
 
@@ -475,6 +499,12 @@ def summarize(
         "other_cpu_pct": round(sum(w.other_cpu_s for w in used) / duration * 100, 1) if duration else 0.0,
         "windows": [w.to_json() for w in windows],
     }
+    counter_names = used[0].counters if used else {}
+    if counter_names:
+        totals = {name: sum(w.counters.get(name, 0.0) for w in used) for name in counter_names}
+        result["counters_per_request"] = {
+            name: round(total / completed, 4) if completed else None for name, total in totals.items()
+        }
     if mode == "open":
         result["late_sends"] = sum(w.late_sends for w in used)
         result["max_send_lag_ms"] = round(max((w.max_send_lag_us for w in used), default=0) / 1000.0, 3)
@@ -716,11 +746,120 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
+class StreamStatusError(Exception):
+    """A request answered on a stream with an error status instead of a response."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """The protobuf varint at ``data[at:]`` and the offset after it."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+class StreamCaller:
+    """Calls over one bidirectional ``Gateway/InferStream``: every caller's request in flight on the same stream.
+
+    The streaming counterpart of a ``grpc.aio`` unary callable (same call
+    signature; bytes in, the ``StreamInferResponse``'s bytes out). The stream
+    opens on the first call, and again after it breaks. Each call appends its
+    own ``request_id`` to the pre-serialized request (protobuf keeps the last
+    value of a field) and waits for the answer carrying it; only that id (the
+    answer's first field) is read from answers during measurement.
+    """
+
+    def __init__(self, channel: Any, method: str) -> None:
+        self._method = channel.stream_stream(method)  # no serializers: bytes in, bytes out
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[bytes, asyncio.Future[bytes]] = {}
+        self._write = asyncio.Lock()  # one message written at a time
+        self._sent = 0
+
+    async def __call__(self, request: bytes, timeout: float | None = None, wait_for_ready: bool = False) -> bytes:
+        self._sent += 1
+        request_id = b"%x" % self._sent
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._write:
+                    if self._call is None:
+                        self._call = self._method(wait_for_ready=wait_for_ready)
+                        self._reader = asyncio.ensure_future(self._read(self._call))
+                    await self._call.write(request + b"\x12" + bytes([len(request_id)]) + request_id)
+                return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read(self, call: Any) -> None:
+        import grpc
+
+        from switchyard.v1 import gateway_pb2
+
+        failure: BaseException = RuntimeError("the stream ended")
+        try:
+            while (data := await call.read()) is not grpc.aio.EOF:
+                if data[:1] == b"\x0a":  # field 1, request_id, comes first
+                    size, at = _varint(data, 1)
+                    request_id, error = data[at : at + size], data[at + size : at + size + 1] == b"\x1a"
+                else:
+                    message = gateway_pb2.StreamInferResponse.FromString(data)
+                    request_id, error = message.request_id.encode(), message.HasField("error")
+                future = self._pending.get(request_id)
+                if future is None or future.done():
+                    continue
+                if error:
+                    status = gateway_pb2.StreamInferResponse.FromString(data).error
+                    codes = {code.value[0]: code.name for code in grpc.StatusCode}
+                    future.set_exception(StreamStatusError(codes.get(status.code, str(status.code)), status.message))
+                else:
+                    future.set_result(data)
+        except Exception as exc:  # the stream broke: every call waiting on it fails with the reason
+            failure = exc
+        finally:
+            if self._call is call:
+                self._call = None
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(failure)
+
+    async def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def _sequence(call: Callable[..., Any], following: Sequence[bytes]) -> Callable[..., Any]:
+    """A callable making ``call(request)`` and then ``call`` on each of ``following`` in turn; the first answer."""
+
+    async def run(request: bytes, timeout: float | None = None, wait_for_ready: bool = False) -> bytes:
+        answer: bytes = await call(request, timeout=timeout, wait_for_ready=wait_for_ready)
+        for next_request in following:
+            await call(next_request, timeout=timeout, wait_for_ready=wait_for_ready)
+        return answer
+
+    return run
+
+
 def _status(exc: BaseException) -> str:
     import grpc
 
     if isinstance(exc, HttpStatusError):
         return f"HTTP_{exc.status}"
+    if isinstance(exc, StreamStatusError):
+        return exc.code
     if isinstance(exc, grpc.aio.AioRpcError):
         return str(exc.code().name)
     return type(exc).__name__
@@ -857,6 +996,7 @@ async def _worker(conn: Connection) -> None:
     from switchyard.client.channel import channel_options
 
     channels: dict[str, grpc.aio.Channel] = {}
+    streams: dict[Target, StreamCaller] = {}
     http_clients: dict[str, HttpClient] = {}
     requests: dict[Target, bytes] = {}
     try:
@@ -871,7 +1011,16 @@ async def _worker(conn: Connection) -> None:
             else:
                 if target.address not in channels:
                     channels[target.address] = grpc.aio.insecure_channel(target.address, options=channel_options())
-                call = channels[target.address].unary_unary(target.method)  # no serializers: bytes in, bytes out
+                channel = channels[target.address]
+                if target.protocol == "switchyard_stream":
+                    if target not in streams:
+                        streams[target] = StreamCaller(channel, target.method)
+                    call = streams[target]
+                else:
+                    call = channel.unary_unary(target.method)  # no serializers: bytes in, bytes out
+                    if target.then:
+                        requests_after = [replace(target, route=r, then=()).request_bytes() for r in target.then]
+                        call = _sequence(call, requests_after)
             if target not in requests:
                 requests[target] = target.request_bytes()
             if command["op"] == "probe":
@@ -888,6 +1037,8 @@ async def _worker(conn: Connection) -> None:
             else:
                 raise RuntimeError(f"unknown command {command!r}")
     finally:
+        for stream in streams.values():
+            await stream.close()
         for channel in channels.values():
             await channel.close()
         for client in http_clients.values():
@@ -918,11 +1069,16 @@ class LoadGenerator:
 
     ``servers`` maps a name to the pid of a server process whose CPU time (with
     its descendants') is charged per request; it may be changed between points.
+    ``counters``, when given, returns running totals by name (Triton's
+    execution count, say); it is called at the same window boundaries as the
+    CPU times are read, and each total's increase is reported per request
+    (``counters_per_request``).
     """
 
     workers: int = 2
     servers: dict[str, int] = field(default_factory=dict)
     log: Callable[[str], None] = field(default=lambda message: None)
+    counters: Callable[[], dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -1010,6 +1166,7 @@ class LoadGenerator:
         measure_start = start_at + settings.warmup_s
         _sleep_sync_until(measure_start)
         before = _CpuSnapshot.take(trees)
+        counts = self.counters() if self.counters else {}
         windows: list[WindowResult] = []
         label = f"{target.name} {mode} {'c=' if mode == 'closed' else 'rate='}{load:g}"
         measured = False
@@ -1019,10 +1176,13 @@ class LoadGenerator:
                 after = _CpuSnapshot.take(trees)
                 server_cpu, busy_pct, busy_s = after.since(before)
                 before = after
+                counts_now = self.counters() if self.counters else {}
+                counted = {name: counts_now[name] - counts[name] for name in counts}
+                counts = counts_now
                 messages = [
                     self._receive(conn, "window", settings.window_s + settings.timeout_s + 30.0) for conn in self._conns
                 ]
-                window = _merge_window(index, settings.window_s, messages, server_cpu, busy_pct, busy_s)
+                window = _merge_window(index, settings.window_s, messages, server_cpu, busy_pct, busy_s, counted)
                 windows.append(window)
                 self.log(
                     f"  {label} window {index + 1}: {window.throughput_rps:,.0f} req/s, "
@@ -1061,6 +1221,7 @@ def _merge_window(
     server_cpu: dict[str, float],
     busy_pct: float,
     busy_s: float,
+    counters: dict[str, float] | None = None,
 ) -> WindowResult:
     histogram: LatencyHistogram | None = None
     errors: dict[str, int] = {}
@@ -1084,6 +1245,7 @@ def _merge_window(
         machine_busy_s=busy_s,
         late_sends=sum(m["late"] for m in messages),
         max_send_lag_us=max((m["max_lag_us"] for m in messages), default=0),
+        counters=dict(counters or {}),
     )
 
 
@@ -1166,6 +1328,7 @@ __all__ = [
     "LoadGenerator",
     "LoadGeneratorError",
     "LogHistogram",
+    "StreamCaller",
     "Target",
     "Windows",
     "agreement",

@@ -217,6 +217,14 @@ def _child_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("SWITCHYARD_")}
 
 
+def gateway_command(triton_url: str, routes: Path) -> list[str]:
+    """``switchyard serve`` on a free loopback port, metrics off, with the routes file ``routes``."""
+    return [
+        *(sys.executable, "-m", "switchyard.server.cli", "serve", "--triton-url", triton_url),
+        *("--host", "127.0.0.1", "--port", "0", "--no-metrics", "--config", str(routes), "--grace-s", "1"),
+    ]
+
+
 @contextlib.contextmanager
 def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
     """Triton, the gateway, the floor and the echo server, started in order and stopped in reverse."""
@@ -235,10 +243,7 @@ def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]
         # The image pipeline's routes too (benchmarks.peers measures them; here for benchmarks.profile).
         routes.write_text(ROUTES_TOML + "\n" + routes_toml())
         python, env = sys.executable, _child_env()
-        gateway = [
-            *(python, "-m", "switchyard.server.cli", "serve", "--triton-url", triton.grpc_url),
-            *("--host", "127.0.0.1", "--port", "0", "--no-metrics", "--config", str(routes), "--grace-s", "1"),
-        ]
+        gateway = gateway_command(triton.grpc_url, routes)
         commands = {
             "switchyard": gateway,
             # The same gateway, sending large inputs through shared memory (Triton is on this host).
@@ -410,6 +415,43 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def machine() -> dict[str, Any]:
+    """The machine a report was measured on (for its ``meta``)."""
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def report_meta(started: datetime.datetime, profile: str, command: str, workers: int, **extra: Any) -> dict[str, Any]:
+    """The ``meta`` of a report: when, which profile and command, the machine, versions, then ``extra``."""
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "profile": profile,
+        "command": command,
+        "machine": machine(),
+        "versions": _versions(),
+        "workers": workers,
+        **extra,
+    }
+
+
+def write_report(
+    out: Path, prefix: str, report: dict[str, Any], title: str, table: str, log: Callable[[str], None]
+) -> None:
+    """Write ``report`` as ``out/<prefix>-<start time>.json``, ``title`` and ``table`` as ``.md``; print the table."""
+    started = datetime.datetime.fromisoformat(report["meta"]["started"])
+    stem = f"{prefix}-{started:%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    report["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md"}
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(f"{title}\n\n{table}\n")
+    print(table, flush=True)
+    log("wrote " + ", ".join(str(out / name) for name in report["files"].values()))
+
+
 def _auto_rates(results: Sequence[dict[str, Any]]) -> tuple[float, ...]:
     best: dict[str, float] = {}
     for result in results:
@@ -495,12 +537,7 @@ def run(
             "started": started.isoformat(timespec="seconds"),
             "profile": profile.name,
             "command": command or "python -m benchmarks.run" + ("" if profile.name == "full" else f" --{profile.name}"),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "cpu_model": _cpu_model(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-            },
+            "machine": machine(),
             "versions": _versions(),
             "workers": workers,
             "batch": batch,

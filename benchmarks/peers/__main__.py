@@ -38,7 +38,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -60,10 +59,10 @@ from benchmarks.run import (
     REPO_ROOT,
     ServerProcess,
     _child_env,
-    _cpu_model,
     _fmt,
     _stderr,
-    _versions,
+    report_meta,
+    write_report,
 )
 
 PEERS_VENV = Path(__file__).resolve().parent.parent / ".peers-venv"
@@ -331,37 +330,23 @@ def run(
     rows = compare(results)
     command = command or "python -m benchmarks.peers" + ("" if profile_name == "full" else f" --{profile_name}")
     report: dict[str, Any] = {
-        "meta": {
-            "started": started.isoformat(timespec="seconds"),
-            "profile": profile_name,
-            "command": command,
-            "machine": {
-                "cpus": os.cpu_count(),
-                "cpu_model": _cpu_model(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-            },
-            "versions": _versions(),
-            "peer_versions": _peer_versions() if peers else {},
-            "workers": workers,
-            "model": pipeline.MODEL,
-            "pipeline": {"pre": pipeline.PRE_OPS, "post": pipeline.POST_OPS},
-            "image_label": expected,
-            "top1": verified,
-            "windows": asdict(windows),
-        },
+        "meta": report_meta(
+            started,
+            profile_name,
+            command,
+            workers,
+            peer_versions=_peer_versions() if peers else {},
+            model=pipeline.MODEL,
+            pipeline={"pre": pipeline.PRE_OPS, "post": pipeline.POST_OPS},
+            image_label=expected,
+            top1=verified,
+            windows=asdict(windows),
+        ),
         "results": results,
         "comparison": rows,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"peers-{profile_name}-{started.strftime('%Y%m%d-%H%M%S')}"
-    table = markdown_table(rows)
     title = f"image pipeline ({pipeline.MODEL}) on {os.cpu_count()} CPUs, {profile_name} profile, {started:%Y-%m-%d}"
-    report["files"] = {"json": f"{stem.name}.json", "markdown": f"{stem.name}.md"}
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(f"{title}\n\n{table}\n")
-    print(table, flush=True)
-    log("wrote " + ", ".join(str(out / name) for name in report["files"].values()))
+    write_report(out, f"peers-{profile_name}", report, title, markdown_table(rows), log)
     return report
 
 

@@ -1,0 +1,391 @@
+"""Routing patterns and the streaming RPC, each against its alternative, side by side in one run.
+
+Usage::
+
+    python -m benchmarks.patterns            # 3 s warm-up, 5 s windows
+    python -m benchmarks.patterns --short    # 1 s warm-up, 1.5 s windows (about 2 minutes)
+    python -m benchmarks.patterns --smoke    # seconds per point, lower concurrency: checks the pieces only
+
+One local Triton (``LocalTriton``) serves ``digits_logreg``, ``wine_classifier``
+and ``wine_alcohol_regressor`` (built as ``benchmarks.run`` builds its
+models), and one gateway process (``switchyard serve``, as ``benchmarks.run``
+starts it) serves the routes of ``ROUTES_TOML``. With the load generator of
+``loadgen.py`` (closed loop, same windows method), four comparisons, each
+group measured back to back:
+
+* ``fanout``, c = 1 and 8: ``wine_profile`` (parallel: both wine models at
+  once) against the same two calls one after another, made by the client
+  (``wine`` then ``wine_alcohol``, one unary call each, the latency being the
+  pair's) and made by the gateway (``wine_serial``, a serial route with the
+  same two models).
+* ``cache``, c = 1 and 8: ``digits_cached`` hit every time (the same input)
+  and missed every time (``bypass_cache = true``: recomputed, coalescing
+  skipped), against the uncached ``digits``.
+* ``hotkey``, c = 32, every caller sending the same input: no cache and no
+  coalescing (``digits``), coalescing alone (``digits_coalesced``), and a
+  cache with a 1 ms TTL without and with coalescing (``digits_ttl1ms``,
+  ``digits_ttl1ms_coalesced``). A cache with a usual TTL answers a hot key
+  from memory after its first call and leaves nothing for coalescing to do;
+  a TTL shorter than a call keeps the key almost always expired, so what
+  separates the pairs is whether concurrent identical requests share one
+  Triton call.
+* ``stream``, c = 32: ``digits`` over unary ``Gateway/Infer`` and over
+  ``Gateway/InferStream`` (each load generator worker keeps one stream, with
+  its share of the callers' requests in flight on it).
+
+Besides throughput, latency and CPU per request (gateway and Triton), every
+row gives Triton's own count of requests and of model executions per 1000
+requests of the load (its inference statistics, read at each window
+boundary): a Triton execution may hold several requests (dynamic batching).
+Writes ``patterns-<profile>-<time>.json`` and ``.md`` into
+``benchmarks/results/`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen import LoadGenerator, Target, Windows
+from benchmarks.run import (
+    _STARTUP_TIMEOUT_S,
+    DEFAULT_OUT,
+    PROFILES,
+    ServerProcess,
+    _child_env,
+    _fmt,
+    _stderr,
+    gateway_command,
+    report_meta,
+    write_report,
+)
+
+MODELS = ("digits_logreg", "wine_classifier", "wine_alcohol_regressor")
+ROUTES_TOML = """# Written by benchmarks/patterns.py: the routes it compares (names as in server/default_routes.toml).
+[[routes]]
+name = "digits"
+model = "digits_logreg"
+
+[[routes]]
+name = "digits_cached"
+model = "digits_logreg"
+coalesce = true
+cache = { ttl_s = 300 }
+
+[[routes]]
+name = "digits_coalesced"
+model = "digits_logreg"
+coalesce = true
+
+[[routes]]
+name = "digits_ttl1ms"
+model = "digits_logreg"
+cache = { ttl_s = 0.001 }
+
+[[routes]]
+name = "digits_ttl1ms_coalesced"
+model = "digits_logreg"
+coalesce = true
+cache = { ttl_s = 0.001 }
+
+[[routes]]
+name = "wine"
+model = "wine_classifier"
+
+[[routes]]
+name = "wine_alcohol"
+model = "wine_alcohol_regressor"
+[[routes.post]]
+op = "clip"
+tensor = "alcohol"
+min = 0.0
+
+[[routes]]
+name = "wine_profile"
+kind = "parallel"
+policy = "partial"
+[[routes.branches]]
+name = "cultivar"
+model = "wine_classifier"
+timeout_s = 2.0
+[[routes.branches]]
+name = "alcohol"
+model = "wine_alcohol_regressor"
+timeout_s = 2.0
+
+[[routes]]
+name = "wine_serial"
+kind = "serial"
+[[routes.steps]]
+name = "cultivar"
+model = "wine_classifier"
+timeout_s = 2.0
+[[routes.steps]]
+name = "alcohol"
+model = "wine_alcohol_regressor"
+timeout_s = 2.0
+"""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of a comparison: a name and what the load generator sends."""
+
+    name: str
+    route: str
+    protocol: str = "switchyard"
+    then: tuple[str, ...] = ()
+    bypass_cache: bool = False
+    wine: bool = False
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    what: str
+    paths: tuple[Case, ...]
+    """The first is the baseline the others' throughput is compared with."""
+    loads: tuple[str, ...]
+    """Concurrency levels by role (``low``, ``mid``, ``high``), mapped per profile by ``CONCURRENCY``."""
+
+
+COMPARISONS = (
+    Comparison(
+        "fanout",
+        "parallel fan-out vs the same two calls one after another",
+        (
+            Case("client_sequence", "wine", then=("wine_alcohol",), wine=True),
+            Case("serial_route", "wine_serial", wine=True),
+            Case("parallel_route", "wine_profile", wine=True),
+        ),
+        ("low", "mid"),
+    ),
+    Comparison(
+        "cache",
+        "prediction cache hit vs miss",
+        (
+            Case("no_cache", "digits"),
+            Case("cache_miss", "digits_cached", bypass_cache=True),
+            Case("cache_hit", "digits_cached"),
+        ),
+        ("low", "mid"),
+    ),
+    Comparison(
+        "hotkey",
+        "one hot key with and without coalescing",
+        (
+            Case("plain", "digits"),
+            Case("coalesce", "digits_coalesced"),
+            Case("ttl1ms", "digits_ttl1ms"),
+            Case("ttl1ms_coalesce", "digits_ttl1ms_coalesced"),
+        ),
+        ("high",),
+    ),
+    Comparison(
+        "stream",
+        "unary vs streaming on the passthrough route",
+        (Case("unary", "digits"), Case("stream", "digits", protocol="switchyard_stream")),
+        ("high",),
+    ),
+)
+SMOKE_WINDOWS = Windows(warmup_s=0.2, window_s=0.3, max_windows=3)
+"""Smoke: shorter than ``benchmarks.run``'s smoke windows, and one load per comparison (its last)."""
+CONCURRENCY = {
+    "full": {"low": 1, "mid": 8, "high": 32},
+    "short": {"low": 1, "mid": 8, "high": 32},
+    "smoke": {"low": 1, "mid": 2, "high": 4},
+}
+
+
+def target(comparison: Comparison, path: Case, address: str) -> Target:
+    """What the load generator sends for ``path``: one row (wine: 12 features, every output; digits: 64 pixels)."""
+    sent = Target(
+        f"{comparison.name}.{path.name}",
+        address,
+        path.protocol,
+        route=path.route,
+        then=path.then,
+        bypass_cache=path.bypass_cache,
+    )
+    return replace(sent, input_name="features", features=12, outputs=()) if path.wine else sent
+
+
+def triton_counters(url: str) -> tuple[Callable[[], dict[str, float]], Callable[[], None]]:
+    """A reader of Triton's running totals over every model (requests and model executions), and its closer."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+
+    def read() -> dict[str, float]:
+        stats = client.get_inference_statistics().model_stats  # one read: both totals from the same moment
+        return {
+            "triton_requests": float(sum(model.inference_stats.success.count for model in stats)),
+            "triton_executions": float(sum(model.execution_count for model in stats)),
+        }
+
+    return read, client.close
+
+
+def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per point, with its throughput against the first path of its comparison at the same load."""
+    first: dict[tuple[str, float], float] = {}
+    rows = []
+    for result in results:
+        group, path = result["target"].split(".", 1)
+        load = float(result["concurrency"])
+        first.setdefault((group, load), result["throughput_rps"])
+        base = first[(group, load)]
+        counters = result.get("counters_per_request", {})
+        per_1000 = {name: None if value is None else round(value * 1000, 1) for name, value in counters.items()}
+        rows.append(
+            {
+                "comparison": group,
+                "path": path,
+                "concurrency": load,
+                "throughput_rps": result["throughput_rps"],
+                "vs_first": round(result["throughput_rps"] / base, 3) if base else None,
+                "latency_ms": result["latency_ms"],
+                "triton_requests_per_1000": per_1000.get("triton_requests"),
+                "triton_executions_per_1000": per_1000.get("triton_executions"),
+                "gateway_cpu_us_per_request": result["cpu_us_per_request"].get("switchyard"),
+                "triton_cpu_us_per_request": result["cpu_us_per_request"].get("triton"),
+                "loadgen_cpu_us_per_request": result["loadgen"]["cpu_us_per_request"],
+                "other_cpu_pct": result["other_cpu_pct"],
+                "errors": result["errors"],
+                "converged": result["converged"],
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = (
+        "| comparison | load | path | req/s | × first | p50 ms | p99 ms | Triton req/1000 | Triton exec/1000 "
+        "| gateway CPU-µs/req | Triton CPU-µs/req | loadgen CPU-µs/req | others' CPU % | errors |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for row in rows:
+        errors = ", ".join(f"{code} {count}" for code, count in row["errors"].items()) or "0"
+        cells = [
+            row["comparison"],
+            f"c={row['concurrency']:g}",
+            row["path"] + ("" if row["converged"] else " †"),
+            _fmt(row["throughput_rps"]),
+            _fmt(row["vs_first"], ".2f"),
+            f"{row['latency_ms']['p50']:.2f}",
+            f"{row['latency_ms']['p99']:.2f}",
+            _fmt(row["triton_requests_per_1000"]),
+            _fmt(row["triton_executions_per_1000"]),
+            _fmt(row["gateway_cpu_us_per_request"]),
+            _fmt(row["triton_cpu_us_per_request"]),
+            _fmt(row["loadgen_cpu_us_per_request"]),
+            _fmt(row["other_cpu_pct"]),
+            errors,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if any(not row["converged"] for row in rows):
+        lines += ["", "† the last three windows did not agree within the tolerance; figures from them anyway"]
+    return "\n".join(lines)
+
+
+def run(
+    profile_name: str,
+    windows: Windows,
+    *,
+    workers: int,
+    out: Path,
+    log: Callable[[str], None],
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Start Triton and the gateway, measure every comparison, write the report; returns it."""
+    from switchyard.models.build import MODELS as BUNDLED
+    from switchyard.models.build import build_repository
+    from switchyard.server.triton import LocalTriton
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    concurrency = CONCURRENCY[profile_name]
+    work_dir = Path(tempfile.mkdtemp(prefix="switchyard-patterns-"))
+    results: list[dict[str, Any]] = []
+    failed = True
+    try:
+        log(f"building {', '.join(MODELS)} into {work_dir / 'models'}")
+        repository = build_repository(work_dir / "models", [spec for spec in BUNDLED if spec.name in MODELS])
+        triton = LocalTriton(repository, work_dir=work_dir / "triton")
+        log("starting Triton")
+        triton.start_sync()
+        try:
+            triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
+            routes = work_dir / "routes.toml"
+            routes.write_text(ROUTES_TOML)
+            log("starting switchyard")
+            gateway = ServerProcess.start(
+                "switchyard", gateway_command(triton.grpc_url, routes), work_dir, _child_env()
+            )
+            counters, close_counters = triton_counters(triton.grpc_url)
+            try:
+                servers = {"triton": triton.pid or 0, "switchyard": gateway.pid}
+                with LoadGenerator(workers=workers, servers=servers, log=log, counters=counters) as generator:
+                    for comparison in COMPARISONS:
+                        targets = [target(comparison, path, gateway.address) for path in comparison.paths]
+                        for one in targets:
+                            generator.probe(one)
+                        for load in comparison.loads[-1:] if profile_name == "smoke" else comparison.loads:
+                            for one in targets:
+                                log(f"{one.name}: closed loop, concurrency {concurrency[load]}")
+                                results.append(generator.closed_loop(one, concurrency[load], windows))
+            finally:
+                close_counters()
+                gateway.stop()
+        finally:
+            triton.stop_sync()
+        failed = False
+    finally:
+        if failed:
+            log(f"logs of the servers are kept in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    rows = compare(results)
+    short = profile_name != "full"
+    meta = report_meta(
+        started,
+        profile_name,
+        command or " ".join(["python -m benchmarks.patterns", *([f"--{profile_name}"] * short)]),
+        workers,
+        models=list(MODELS),
+        routes_toml=ROUTES_TOML,
+        comparisons={c.name: {"what": c.what, "paths": [asdict(p) for p in c.paths]} for c in COMPARISONS},
+        concurrency=concurrency,
+        windows=asdict(windows),
+    )
+    report: dict[str, Any] = {"meta": meta, "results": results, "comparison": rows}
+    cpus = meta["machine"]["cpus"]
+    title = f"routing patterns and streaming, {cpus} CPUs, {profile_name} profile, {started:%Y-%m-%d}"
+    write_report(out, f"patterns-{profile_name}", report, title, markdown_table(rows), log)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.patterns", description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--short", action="store_true", help="1 s warm-up, 1.5 s windows (about 2 minutes)")
+    size.add_argument("--smoke", action="store_true", help="a few seconds per point: checks the pieces, not speed")
+    parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+    name = "short" if args.short else "smoke" if args.smoke else "full"
+    command = " ".join(["python -m benchmarks.patterns", *(sys.argv[1:] if argv is None else argv)])
+    windows = SMOKE_WINDOWS if name == "smoke" else PROFILES[name].windows
+    run(name, windows, workers=args.workers, out=args.out, log=_stderr, command=command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
