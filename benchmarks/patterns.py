@@ -62,8 +62,11 @@ from benchmarks.run import (
     _child_env,
     _fmt,
     _stderr,
+    errors_cell,
     gateway_command,
+    render_table,
     report_meta,
+    settled,
     write_report,
 )
 
@@ -267,16 +270,28 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     header = (
-        "| comparison | load | path | req/s | × first | p50 ms | p99 ms | Triton req/1000 | Triton exec/1000 "
-        "| gateway CPU-µs/req | Triton CPU-µs/req | loadgen CPU-µs/req | others' CPU % | errors |"
+        "comparison",
+        "load",
+        "path",
+        "req/s",
+        "× first",
+        "p50 ms",
+        "p99 ms",
+        "Triton req/1000",
+        "Triton exec/1000",
+        "gateway CPU-µs/req",
+        "Triton CPU-µs/req",
+        "loadgen CPU-µs/req",
+        "others' CPU %",
+        "errors",
     )
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for row in rows:
-        errors = ", ".join(f"{code} {count}" for code, count in row["errors"].items()) or "0"
-        cells = [
+    return render_table(
+        header,
+        rows,
+        lambda row: [
             row["comparison"],
             f"c={row['concurrency']:g}",
-            row["path"] + ("" if row["converged"] else " †"),
+            settled(row["path"], row),
             _fmt(row["throughput_rps"]),
             _fmt(row["vs_first"], ".2f"),
             f"{row['latency_ms']['p50']:.2f}",
@@ -287,12 +302,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             _fmt(row["triton_cpu_us_per_request"]),
             _fmt(row["loadgen_cpu_us_per_request"]),
             _fmt(row["other_cpu_pct"]),
-            errors,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    if any(not row["converged"] for row in rows):
-        lines += ["", "† the last three windows did not agree within the tolerance; figures from them anyway"]
-    return "\n".join(lines)
+            errors_cell(row),
+        ],
+    )
 
 
 def run(

@@ -323,21 +323,55 @@ def _fmt(value: float | None, spec: str = ",.0f", signed: bool = False) -> str:
     return format(value, ("+" if signed else "") + spec)
 
 
+NOT_SETTLED = "† the last three windows did not agree within the tolerance; figures from them anyway"
+
+
+def settled(name: str, row: dict[str, Any]) -> str:
+    """``name``, marked † when the point's windows did not settle."""
+    return name + ("" if row["converged"] else " †")
+
+
+def errors_cell(row: dict[str, Any]) -> str:
+    return ", ".join(f"{code} {count}" for code, count in row["errors"].items()) or "0"
+
+
+def render_table(
+    header: Sequence[str], rows: Sequence[dict[str, Any]], cells: Callable[[dict[str, Any]], Sequence[str]]
+) -> str:
+    """A markdown table of ``rows`` (one line each from ``cells``), with the † note when a point did not settle."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
+    if any(not row["converged"] for row in rows):
+        lines += ["", NOT_SETTLED]
+    return "\n".join(lines)
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     header = (
-        "| load | path | req/s | × direct | × direct (CPU) | p50 ms | p90 ms | p99 ms | +p50 ms | +p99 ms "
-        "| Triton CPU-µs/req | proxy CPU-µs/req | loadgen CPU-µs/req | loadgen CPU % "
-        "| others' CPU % | machine busy % | errors |"
+        "load",
+        "path",
+        "req/s",
+        "× direct",
+        "× direct (CPU)",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "+p50 ms",
+        "+p99 ms",
+        "Triton CPU-µs/req",
+        "proxy CPU-µs/req",
+        "loadgen CPU-µs/req",
+        "loadgen CPU %",
+        "others' CPU %",
+        "machine busy %",
+        "errors",
     )
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for row in rows:
-        load = f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open"
+
+    def cells(row: dict[str, Any]) -> list[str]:
         latency = row["latency_ms"]
-        errors = ", ".join(f"{code} {count}" for code, count in row["errors"].items()) or "0"
-        flag = "" if row["converged"] else " †"
-        cells = [
-            load,
-            row["target"] + flag,
+        return [
+            f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open",
+            settled(row["target"], row),
             _fmt(row["throughput_rps"]),
             _fmt(row["throughput_vs_direct"], ".2f"),
             _fmt(row["cpu_cost_vs_direct"], ".2f"),
@@ -350,13 +384,10 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             _fmt(row["loadgen_cpu_pct"]),
             _fmt(row["other_cpu_pct"]),
             _fmt(row["machine_busy_pct"]),
-            errors,
+            errors_cell(row),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    if any(not row["converged"] for row in rows):
-        lines.append("")
-        lines.append("† the last three windows did not agree within the tolerance; figures from them anyway")
-    return "\n".join(lines)
+
+    return render_table(header, rows, cells)
 
 
 def plot(results: Sequence[dict[str, Any]], path: Path, title: str) -> bool:

@@ -54,7 +54,10 @@ from benchmarks.run import (
     PROFILES,
     _fmt,
     _stderr,
+    errors_cell,
+    render_table,
     report_meta,
+    settled,
     write_report,
 )
 
@@ -161,7 +164,7 @@ def compare(results: Sequence[dict[str, Any]], models: dict[str, tuple[str, Vari
 
 COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("load", lambda row: f"c={row['load']:g}"),
-    ("model", lambda row: row["model"] + ("" if row["converged"] else " †")),
+    ("model", lambda row: settled(row["model"], row)),
     ("dynamic batching", lambda row: "on" if row["dynamic_batching"] else "off"),
     ("instances", lambda row: str(row["instances"])),
     ("req/s", lambda row: _fmt(row["throughput_rps"])),
@@ -172,16 +175,12 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("requests/execution", lambda row: _fmt(row["requests_per_execution"], ".1f")),
     ("loadgen CPU-µs/req", lambda row: _fmt(row["loadgen_cpu_us_per_request"])),
     ("others' CPU %", lambda row: _fmt(row["other_cpu_pct"])),
-    ("errors", lambda row: ", ".join(f"{code} {n}" for code, n in row["errors"].items()) or "0"),
+    ("errors", errors_cell),
 )
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(title for title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row) for _, cell in COLUMNS) + " |" for row in rows]
-    if any(not row["converged"] for row in rows):
-        lines += ["", "† the last three windows did not agree within the tolerance; figures from them anyway"]
-    return "\n".join(lines)
+    return render_table([title for title, _ in COLUMNS], rows, lambda row: [cell(row) for _, cell in COLUMNS])
 
 
 @dataclass(frozen=True)

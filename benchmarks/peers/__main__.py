@@ -61,7 +61,10 @@ from benchmarks.run import (
     _child_env,
     _fmt,
     _stderr,
+    errors_cell,
+    render_table,
     report_meta,
+    settled,
     write_report,
 )
 
@@ -225,15 +228,25 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     header = (
-        "| load | path | req/s | × best peer | p50 ms | p99 ms | Triton CPU-µs/req | server CPU-µs/req "
-        "| total CPU-µs/req | loadgen CPU-µs/req | others' CPU % | errors |"
+        "load",
+        "path",
+        "req/s",
+        "× best peer",
+        "p50 ms",
+        "p99 ms",
+        "Triton CPU-µs/req",
+        "server CPU-µs/req",
+        "total CPU-µs/req",
+        "loadgen CPU-µs/req",
+        "others' CPU %",
+        "errors",
     )
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for row in sorted(rows, key=lambda r: r["load"]):
-        errors = ", ".join(f"{code} {count}" for code, count in row["errors"].items()) or "0"
-        cells = [
+    return render_table(
+        header,
+        sorted(rows, key=lambda r: r["load"]),
+        lambda row: [
             f"c={row['load']:g}",
-            row["target"] + ("" if row["converged"] else " †"),
+            settled(row["target"], row),
             _fmt(row["throughput_rps"]),
             _fmt(row["vs_best_peer"], ".2f"),
             f"{row['latency_ms']['p50']:.2f}",
@@ -243,12 +256,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             _fmt(row["total_cpu_us_per_request"]),
             _fmt(row["loadgen_cpu_us_per_request"]),
             _fmt(row["other_cpu_pct"]),
-            errors,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    if any(not row["converged"] for row in rows):
-        lines += ["", "† the last three windows did not agree within the tolerance; figures from them anyway"]
-    return "\n".join(lines)
+            errors_cell(row),
+        ],
+    )
 
 
 def run(
