@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
-import tritonclient.grpc as triton_grpc
 
 from switchyard.client import Client
 from switchyard.client.batch import BatchOptions, score
@@ -28,6 +27,7 @@ from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.triton import LocalTriton
 
 from .gateway_thread import GatewayThread
+from .triton_stats import model_counts
 
 FEATURES = [f"f{i}" for i in range(12)]
 PROBABILITIES = [f"probabilities_{i}" for i in range(3)]
@@ -56,12 +56,7 @@ def direct(target: str, features: np.ndarray, route: str = "wine") -> tuple[np.n
 
 def inference_count(triton: LocalTriton, model: str) -> int:
     """Rows Triton has inferred for ``model`` (batch items, all versions)."""
-    client = triton_grpc.InferenceServerClient(triton.grpc_url)
-    try:
-        stats = client.get_inference_statistics(model_name=model, as_json=True)
-    finally:
-        client.close()
-    return sum(int(s.get("inference_count", 0)) for s in stats["model_stats"])
+    return model_counts(triton.grpc_url, model).inferences
 
 
 def settled_inference_count(triton: LocalTriton, model: str) -> int:

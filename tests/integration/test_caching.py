@@ -18,7 +18,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-import tritonclient.grpc as triton_grpc
 from prometheus_client import REGISTRY
 
 from switchyard.client.tensors import from_numpy, to_numpy
@@ -29,16 +28,12 @@ from switchyard.v1 import gateway_pb2_grpc
 from tests.redis_server import RedisServer
 
 from .gateway_thread import GatewayThread
+from .triton_stats import model_counts
 
 
 def executions(triton: LocalTriton, model: str) -> int:
     """Requests Triton has answered successfully for ``model`` (all versions)."""
-    client = triton_grpc.InferenceServerClient(triton.grpc_url)
-    try:
-        stats = client.get_inference_statistics(model_name=model, as_json=True)
-    finally:
-        client.close()
-    return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats["model_stats"])
+    return model_counts(triton.grpc_url, model).requests
 
 
 def executions_since(triton: LocalTriton, model: str, before: int, expected: int, timeout: float = 3.0) -> int:

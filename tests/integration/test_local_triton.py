@@ -28,6 +28,8 @@ from switchyard.server.triton import (
     live_group_members,
 )
 
+from .triton_stats import model_counts
+
 MAX_BATCH = 64
 CLIENT_TIMEOUT_S = 30.0
 
@@ -66,11 +68,6 @@ def _infer(client: tritongrpc.InferenceServerClient, model: str, name: str, rows
 def _onnx(repository: Path, model: str, name: str, rows: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
     session = ort.InferenceSession(str(repository / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     return list(session.run(None, {name: rows}))
-
-
-def _stats(client: tritongrpc.InferenceServerClient, model: str) -> tuple[int, int]:
-    entry = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
 
 
 def _process_exists(pid: int) -> bool:
@@ -147,11 +144,11 @@ def test_concurrent_requests_are_batched_dynamically(
 
             return list(await asyncio.gather(*(infer(row) for row in rows)))
 
-    before = _stats(client, "digits_logreg")
+    before = model_counts(local_triton.grpc_url, "digits_logreg")
     results = asyncio.run(one_row_each())
-    after = _stats(client, "digits_logreg")
+    after = model_counts(local_triton.grpc_url, "digits_logreg")
 
-    inferences, executions = after[0] - before[0], after[1] - before[1]
+    inferences, executions = after.inferences - before.inferences, after.executions - before.executions
     assert inferences == len(rows)
     assert executions < inferences, f"{inferences} requests ran in {executions} executions: no dynamic batching"
     for i, result in enumerate(results):  # each request got its own row back

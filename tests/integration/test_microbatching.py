@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
-import tritonclient.grpc as tritongrpc
 
 from switchyard.client.channel import channel_options
 from switchyard.client.tensors import from_numpy, to_numpy
@@ -19,6 +18,7 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
 from .gateway_thread import GatewayThread
+from .triton_stats import model_counts
 
 MODEL = "digits_logreg"
 CONCURRENCY = 64
@@ -40,16 +40,6 @@ name = "digits_eager"
 model = "{MODEL}"
 batching = {{ max_delay_ms = 20.0, max_batch = 64, eager = true }}
 """
-
-
-def _requests(triton_url: str) -> int:
-    """Requests Triton has answered successfully for the model (all versions)."""
-    client = tritongrpc.InferenceServerClient(triton_url)
-    try:
-        stats = client.get_inference_statistics(model_name=MODEL, as_json=True)
-    finally:
-        client.close()
-    return sum(int(m["inference_stats"]["success"].get("count", 0)) for m in stats["model_stats"])
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +71,9 @@ def test_concurrent_requests_share_triton_calls_and_answer_the_same(
         stub = gateway_pb2_grpc.GatewayStub(channel)
         _call_all(stub, "digits", x[:2])  # warm the channel and the model
         plain = _call_all(stub, "digits", x)
-        before = _requests(local_triton.grpc_url)
+        before = model_counts(local_triton.grpc_url, MODEL).requests
         batched = _call_all(stub, route, x)
-        sent = _requests(local_triton.grpc_url) - before
+        sent = model_counts(local_triton.grpc_url, MODEL).requests - before
     print(f"\n{route}: {CONCURRENCY} gateway requests -> {sent} Triton requests ({CONCURRENCY / max(sent, 1):.1f}x)")
     for a, b in zip(plain, batched, strict=True):
         assert [t.name for t in a.outputs] == [t.name for t in b.outputs]
