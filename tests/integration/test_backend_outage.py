@@ -19,6 +19,7 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
 from .gateway_thread import GatewayThread
+from .waiting import wait_for
 
 REQUEST = pb.InferRequest(route="digits", inputs=[from_numpy("image", np.zeros((1, 64), np.float32))])
 
@@ -38,15 +39,6 @@ def own_triton(model_repository: Path, tmp_path: Path) -> Iterator[LocalTriton]:
 def _health(channel: grpc.Channel, service: str) -> int:
     stub = health_pb2_grpc.HealthStub(channel)
     return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
-
-
-def _wait_for(predicate, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 def test_triton_killed_then_back(own_triton: LocalTriton) -> None:
@@ -69,7 +61,7 @@ def test_triton_killed_then_back(own_triton: LocalTriton) -> None:
             elapsed = time.monotonic() - started
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
             assert elapsed < deadline, f"UNAVAILABLE took {elapsed:.2f} s, the deadline was {deadline} s"
-        _wait_for(lambda: _health(channel, "") == health_pb2.HealthCheckResponse.NOT_SERVING, 5)
+        wait_for(lambda: _health(channel, "") == health_pb2.HealthCheckResponse.NOT_SERVING, 5)
         assert _health(channel, "route/digits") == health_pb2.HealthCheckResponse.NOT_SERVING
 
         own_triton.start_sync()
@@ -80,9 +72,9 @@ def test_triton_killed_then_back(own_triton: LocalTriton) -> None:
             except grpc.RpcError:
                 return False
 
-        recovery = _wait_for(succeeds, 20)
+        recovery = wait_for(succeeds, 20)
         print(f"\nfirst success {recovery:.2f} s after Triton was ready again")
-        _wait_for(lambda: _health(channel, "route/digits") == health_pb2.HealthCheckResponse.SERVING, 5)
+        wait_for(lambda: _health(channel, "route/digits") == health_pb2.HealthCheckResponse.SERVING, 5)
     finally:
         channel.close()
         gateway.stop()

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
 from .gateway_thread import GatewayThread
+from .waiting import wait_for
 
 CONCURRENCY = 16
 DEADLINE_S = 2.0
@@ -104,15 +104,6 @@ class Load:
         return list(self.calls)
 
 
-def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.02)
-    return time.monotonic() - started
-
-
 def _triton_ready(url: str) -> bool:
     """Whether Triton answers ServerReady with true (a plain sync call, no event loop of its own)."""
     with grpc.insecure_channel(url) as channel:
@@ -154,7 +145,7 @@ def test_triton_killed_under_load_then_restarted(model_repository: Path, tmp_pat
         retries_before = _gauge("switchyard_backend_retries_total", backend=triton.grpc_url)
         load = Load(gateway.target)
         try:
-            _wait_for(lambda: sum(c.code == "OK" for c in load.snapshot()) >= 200, 10, "steady load")
+            wait_for(lambda: sum(c.code == "OK" for c in load.snapshot()) >= 200, 10, "steady load")
             steady = load.snapshot()
 
             kill_at = time.monotonic()
@@ -163,7 +154,7 @@ def test_triton_killed_under_load_then_restarted(model_repository: Path, tmp_pat
             hung = sorted(kill_at - s for s in list(load.inflight.values()) if s < kill_at)
             assert not hung, f"calls started before the kill still running 1 s after it (started s before): {hung}"
 
-            down = _wait_for(lambda: status("") == NOT_SERVING, 1.0, "health NOT_SERVING")
+            down = wait_for(lambda: status("") == NOT_SERVING, 1.0, "health NOT_SERVING")
             assert status("route/digits") == NOT_SERVING
             assert _gauge("switchyard_backend_circuit_open", backend=triton.grpc_url) == 1
             stub = gateway_pb2_grpc.GatewayStub(channel)
@@ -172,14 +163,14 @@ def test_triton_killed_under_load_then_restarted(model_repository: Path, tmp_pat
 
             restart_at = time.monotonic()
             triton.start_sync()  # from this thread: Triton's parent-death signal is tied to it
-            _wait_for(lambda: _triton_ready(triton.grpc_url), 120, "Triton ready again")
+            wait_for(lambda: _triton_ready(triton.grpc_url), 120, "Triton ready again")
             ready_at = time.monotonic()
-            serving = _wait_for(lambda: status("route/digits") == SERVING, 5, "route/digits SERVING again")
+            serving = wait_for(lambda: status("route/digits") == SERVING, 5, "route/digits SERVING again")
             time.sleep(max(ready_at + 5.5 - time.monotonic(), 0))
         finally:
             stopped = load.stop(DEADLINE_S + 3)
         assert stopped, f"load loops did not end: calls still in flight since {sorted(load.inflight.values())}"
-        _wait_for(lambda: _gauge("switchyard_inflight_requests", route="digits") == 0, 2, "in-flight gauge at 0")
+        wait_for(lambda: _gauge("switchyard_inflight_requests", route="digits") == 0, 2, "in-flight gauge at 0")
 
         calls = load.snapshot()
         at_kill = [c for c in calls if c.started < kill_at < c.ended]

@@ -19,7 +19,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -39,6 +39,7 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
 from .gateway_thread import GatewayThread
+from .waiting import wait_for
 
 T = TypeVar("T")
 
@@ -227,15 +228,6 @@ def _answered(route: str, code: str) -> float:
     return _sample("switchyard_requests_total", route=route, code=code)
 
 
-def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.02)
-    return time.monotonic() - started
-
-
 def _task_count(gateway: GatewayThread) -> int:
     """Tasks alive on the gateway's event loop, not counting the one that counts them."""
 
@@ -343,7 +335,7 @@ def test_overload_is_shed_and_every_admitted_call_succeeds(local_triton: LocalTr
                 assert labels is not None and labels.tolist() == [reference[i]], f"call {i}"
         assert _shed(PROGRESSIVE, "gateway") - shed_before == shed
         assert _answered(PROGRESSIVE, "RESOURCE_EXHAUSTED") - exhausted_before == shed
-        _wait_for(lambda: _in_flight(PROGRESSIVE) == 0, 5, "in-flight gauge back to 0")
+        wait_for(lambda: _in_flight(PROGRESSIVE) == 0, 5, "in-flight gauge back to 0")
         assert rss.peak_growth < SHED_RSS_BOUND, rss.describe()
     finally:
         gateway.stop()
@@ -369,14 +361,14 @@ def test_stream_and_progressive_requests_are_shed_per_request(forwarder: Stallin
             async with grpc.aio.insecure_channel(gateway.target) as channel:
                 stub = gateway_pb2_grpc.GatewayStub(channel)
                 hold_digits = asyncio.ensure_future(stub.Infer(_digits_request("digits", image), timeout=2.0))
-                await asyncio.to_thread(_wait_for, lambda: _in_flight("digits") == 1, 5, "digits admitted")
+                await asyncio.to_thread(wait_for, lambda: _in_flight("digits") == 1, 5, "digits admitted")
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await stub.Infer(_digits_request("digits", image), timeout=2.0)
                 assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert info.value.details() == "route 'digits' has 1 request in flight"
 
                 hold_wine = asyncio.ensure_future(stub.Infer(wine, timeout=2.0))
-                await asyncio.to_thread(_wait_for, lambda: _in_flight("wine") == 1, 5, "wine admitted")
+                await asyncio.to_thread(wait_for, lambda: _in_flight("wine") == 1, 5, "wine admitted")
 
                 stream_requests = [
                     pb.InferRequest(route="digits_8x8", request_id="a", inputs=[from_numpy("image", pixels)]),
@@ -407,7 +399,7 @@ def test_stream_and_progressive_requests_are_shed_per_request(forwarder: Stallin
                         await hold
                     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
                 await asyncio.to_thread(
-                    _wait_for, lambda: _in_flight("digits") == _in_flight("wine") == 0, 5, "slots released"
+                    wait_for, lambda: _in_flight("digits") == _in_flight("wine") == 0, 5, "slots released"
                 )
                 # The slots are free again: the next call is admitted (and meets the hung backend).
                 with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -485,7 +477,7 @@ def test_hung_backend_ends_every_call_at_its_deadline(forwarder: StallingForward
         assert _max_deviation(precision) <= DEADLINE_TOLERANCE_S
         assert after <= baseline, f"{after - baseline} tasks left on the gateway loop"
         assert rss.growth < HUNG_RSS_BOUND, rss.describe()
-        _wait_for(lambda: _in_flight("digits") == 0, 5, "in-flight gauge back to 0")
+        wait_for(lambda: _in_flight("digits") == 0, 5, "in-flight gauge back to 0")
 
         # The connection is dropped and the new one is accepted but never
         # answered (no HTTP/2 settings). gRPC gives up on such a connection
@@ -522,7 +514,7 @@ def test_hung_backend_ends_every_call_at_its_deadline(forwarder: StallingForward
             except grpc.RpcError:
                 return False
 
-        print(f"backend back: answered again after {_wait_for(answers, 15, 'recovery'):.2f} s")
+        print(f"backend back: answered again after {wait_for(answers, 15, 'recovery'):.2f} s")
     finally:
         gateway.stop()
 
@@ -597,7 +589,7 @@ def test_cancelled_calls_leave_the_others_and_nothing_behind(local_triton: Local
         with RssSampler() as rss:
             outcomes = asyncio.run(load())
         after = _settled_task_count(gateway, baseline)
-        _wait_for(lambda: _in_flight(PROGRESSIVE) == 0, 5, "in-flight gauge back to 0")
+        wait_for(lambda: _in_flight(PROGRESSIVE) == 0, 5, "in-flight gauge back to 0")
         cancelled = [i for i, (code, _, _) in enumerate(outcomes) if code == "CANCELLED"]
         server_cancelled = _answered(PROGRESSIVE, "CANCELLED") - cancelled_before
         print(
