@@ -27,6 +27,7 @@ from switchyard.proxy import metrics
 from switchyard.proxy.backend.breaker import CircuitState
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.routes import RouteTable
+from switchyard.proxy.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,7 @@ class HealthMonitor:
 
     async def _poll(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self._interval_s)
             self._wake.clear()
             try:
                 await self.refresh()

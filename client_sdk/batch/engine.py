@@ -15,6 +15,7 @@ output files are the caller's (``job``, ``spark``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import random
@@ -244,10 +245,9 @@ class ChunkScorer:
                     return pieces[0]
                 elif self._finished():
                     return None
-            try:
-                await asyncio.wait_for(self._changed.wait(), wait)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
         return None
 
     def _read_next(self, chunks: Iterator[Chunk]) -> _Prepared | None:

@@ -41,6 +41,7 @@ from switchyard.proxy import metrics
 from switchyard.proxy.errors import GatewayError
 from switchyard.proxy.jobs.records import JobState, Lease, StoreUnavailable
 from switchyard.proxy.jobs.store import JobStore
+from switchyard.proxy.waiting import wait_event
 from switchyard.v1 import gateway_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -174,8 +175,7 @@ class JobRunner:
             # Found nothing: wait twice as long next time, up to idle_poll_s. A
             # submit to this process, or a slot freeing up, wakes the loop at once.
             wait_s = self.poll_interval_s if claimed or free <= 0 else min(wait_s * 2, self.idle_poll_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+            await wait_event(self._wake, wait_s)
 
     def _finished(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._jobs.pop(job_id, None)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -36,6 +35,7 @@ from switchyard.proxy.jobs.store import JobStore
 from switchyard.proxy.security import KeyStore, caller
 from switchyard.proxy.service import GatewayService
 from switchyard.proxy.settings import GatewaySettings
+from switchyard.proxy.waiting import wait_event
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import jobs_pb2 as jpb
 from switchyard.v1 import jobs_pb2_grpc
@@ -243,8 +243,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                         yield job_message(record, with_response=record.state in TERMINAL)
                     if record.state in TERMINAL:
                         return
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), timeout=self._settings.jobs_poll_interval_s)
+                    await wait_event(changed, self._settings.jobs_poll_interval_s)
         except GatewayError as exc:
             await self._abort(context, exc.code, exc.message)
 

@@ -237,6 +237,16 @@ def _task_count(gateway: GatewayThread) -> int:
     return gateway.call(count())
 
 
+def _task_names(gateway: GatewayThread) -> list[str]:
+    """What the tasks on the gateway's loop are running: for a failure message."""
+
+    async def names() -> list[str]:
+        me = asyncio.current_task()
+        return sorted(f"{t.get_name()} {t.get_coro()!r}" for t in asyncio.all_tasks() if t is not me)
+
+    return gateway.call(names())
+
+
 def _quiet_task_count(gateway: GatewayThread, window_s: float = 0.5) -> int:
     """The fewest tasks seen on the gateway's loop over ``window_s``: its count at rest."""
     deadline = time.monotonic() + window_s
@@ -475,7 +485,7 @@ def test_hung_backend_ends_every_call_at_its_deadline(forwarder: StallingForward
         )
         assert {code for code, _ in precision + many} == {"DEADLINE_EXCEEDED"}
         assert _max_deviation(precision) <= DEADLINE_TOLERANCE_S
-        assert after <= baseline, f"{after - baseline} tasks left on the gateway loop"
+        assert after <= baseline, f"{after - baseline} tasks left on the gateway loop: {_task_names(gateway)}"
         assert rss.growth < HUNG_RSS_BOUND, rss.describe()
         wait_for(lambda: _in_flight("digits") == 0, 5, "in-flight gauge back to 0")
 
@@ -608,7 +618,7 @@ def test_cancelled_calls_leave_the_others_and_nothing_behind(local_triton: Local
                 continue
             assert code == "OK", f"call {i}: {code}"
             assert labels is not None and labels.tolist() == [reference[i]], f"call {i}"
-        assert after <= baseline, f"{after - baseline} tasks left on the gateway loop"
+        assert after <= baseline, f"{after - baseline} tasks left on the gateway loop: {_task_names(gateway)}"
     finally:
         try:
             gateway.stop()
