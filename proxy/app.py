@@ -72,8 +72,10 @@ def _shm_room(needed: int, folder: str = "/dev/shm") -> bool:
 class Gateway:
     """One gateway server. Create and start it inside the running event loop."""
 
-    def __init__(self, settings: GatewaySettings, routes: RoutesFile) -> None:
+    def __init__(self, settings: GatewaySettings, routes: RoutesFile, *, reuse_port: bool = False) -> None:
+        """``reuse_port``: bind the port with SO_REUSEPORT, beside the other workers of ``serve --workers``."""
         self.settings = settings
+        self._reuse_port = reuse_port
         self._routes_config = routes
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -113,7 +115,7 @@ class Gateway:
 
         server = grpc.aio.server(
             interceptors=security.interceptors(),
-            options=server_options(max_message_bytes=s.max_message_bytes),
+            options=server_options(max_message_bytes=s.max_message_bytes, reuse_port=self._reuse_port),
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
         service = GatewayService(self.routes, s, self._health, cache=self._cache)

@@ -29,14 +29,23 @@ STAGE_LATENCY = Histogram(
     ["route", "stage"],
     buckets=_BUCKETS,
 )
-IN_FLIGHT = Gauge("switchyard_inflight_requests", "Requests being processed now, by route.", ["route"])
+# ``multiprocess_mode`` says how ``serve --workers N`` adds up a gauge over its
+# worker processes (server.workers); one process ignores it.
+IN_FLIGHT = Gauge(
+    "switchyard_inflight_requests", "Requests being processed now, by route.", ["route"], multiprocess_mode="livesum"
+)
 SHED = Counter(
     "switchyard_shed_requests",
     "Requests refused with RESOURCE_EXHAUSTED because a max_inflight bound was reached, "
     "by route and bound (reason: gateway or route).",
     ["route", "reason"],
 )
-BACKEND_READY = Gauge("switchyard_backend_ready", "1 when every model of the route is ready in Triton.", ["route"])
+BACKEND_READY = Gauge(
+    "switchyard_backend_ready",
+    "1 when every model of the route is ready in Triton (with several workers: as every live worker sees it).",
+    ["route"],
+    multiprocess_mode="livemin",
+)
 ROWS = Counter(
     "switchyard_rows",
     "Rows (the first dimension of a request's inputs) answered with OK, by route; its rate is a batch "
@@ -82,6 +91,7 @@ JOBS = Gauge(
     "Jobs in the job store, by state (queue depth: state=QUEUED); read from the store, so every process "
     "sharing a store reports the same numbers.",
     ["state"],
+    multiprocess_mode="livemax",
 )
 JOB_LATENCY = Histogram(
     "switchyard_job_latency_seconds",
@@ -103,7 +113,9 @@ JOB_COMPLETIONS = Counter(
 )
 
 
-def start_metrics_server(host: str, port: int) -> int:
-    """Serves /metrics on ``host:port`` (0 picks a port) and returns the port."""
-    server, _thread = prometheus_client.start_http_server(port, addr=host)
+def start_metrics_server(
+    host: str, port: int, registry: prometheus_client.CollectorRegistry = prometheus_client.REGISTRY
+) -> int:
+    """Serves ``registry`` as /metrics on ``host:port`` (0 picks a port) and returns the port."""
+    server, _thread = prometheus_client.start_http_server(port, addr=host, registry=registry)
     return int(server.server_address[1])

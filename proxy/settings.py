@@ -87,6 +87,13 @@ class GatewaySettings(BaseSettings):
         120.0, gt=0, description="How long start-up waits for the route's models to be ready in Triton."
     )
     grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish before abort.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Gateway processes sharing the gRPC port (SO_REUSEPORT) under `switchyard serve`; "
+        "each has its own event loop, backend channel and micro-batcher.",
+    )
     cache_backend: Literal["memory", "redis"] = Field(
         "memory",
         description="Where cached routes keep answers: this process's memory, or Redis shared by every process.",

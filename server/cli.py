@@ -9,7 +9,8 @@
   after repeated quick failures serve gives up and exits 1.
   Asynchronous jobs are served too, kept in an embedded SQLite file
   (``--jobs-db``) or in Redis (``--jobs-redis-url``); ``--no-jobs`` turns
-  them off.
+  them off. ``--workers N`` serves from N processes sharing the port
+  (``server.workers``), all in front of the one Triton.
 * ``switchyard models build`` — builds the bundled model repository.
 * ``switchyard batch`` — scores a data set through a route (``switchyard.client.batch``).
 
@@ -37,6 +38,7 @@ from switchyard.proxy.errors import ConfigError, GatewayError
 from switchyard.proxy.security import load_security
 from switchyard.proxy.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewaySettings
 from switchyard.server.triton import LocalTriton, LocalTritonError
+from switchyard.server.workers import WorkerPool, WorkersGaveUp, WorkerStartFailed
 
 log = logging.getLogger("switchyard")
 
@@ -65,7 +67,7 @@ def ensure_model_repository(path: Path) -> Path:
 
 def _settings(args: argparse.Namespace) -> GatewaySettings:
     overrides: dict[str, Any] = {}
-    for key in ("host", "port", "metrics_host", "routes_file", "grace_s"):
+    for key in ("host", "port", "metrics_host", "routes_file", "grace_s", "workers"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -105,8 +107,8 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    gateway: Gateway | None = None
-    supervisor: asyncio.Task[None] | None = None
+    gateway: Gateway | WorkerPool | None = None
+    supervisors: list[asyncio.Task[None]] = []
     try:
         if not args.triton_url:
             # A repository named on the command line is the user's: used as it
@@ -122,22 +124,31 @@ async def serve(args: argparse.Namespace) -> int:
                 # memory unless the flag or SWITCHYARD_TRITON_SHARED_MEMORY says otherwise.
                 update["triton_shared_memory"] = "system"
             settings = settings.model_copy(update=update)
-        gateway = Gateway(settings, routes)
+        if settings.workers > 1:
+            # Worker processes share the port (SO_REUSEPORT); this process supervises them.
+            gateway = WorkerPool(settings, settings.workers, log_level=args.log_level)
+        else:
+            gateway = Gateway(settings, routes)
         port = await gateway.start()
         print(f"switchyard: serving on {settings.host}:{port}", flush=True)
         if triton is not None:
             # Restarts the local Triton when it dies; if it gives up, serve stops and exits 1.
-            supervisor = asyncio.create_task(triton.supervise(ready_timeout_s=settings.backend_ready_timeout_s))
+            supervisors.append(asyncio.create_task(triton.supervise(ready_timeout_s=settings.backend_ready_timeout_s)))
+        if isinstance(gateway, WorkerPool):
+            supervisors.append(asyncio.create_task(gateway.supervise()))  # restarts dead workers
+        for supervisor in supervisors:
             supervisor.add_done_callback(lambda _task: stop.set())
         await stop.wait()
-        if supervisor is not None and supervisor.done():
-            supervisor.result()  # raises TritonGaveUp, reported by main()
+        for supervisor in supervisors:
+            if supervisor.done():
+                supervisor.result()  # raises TritonGaveUp or WorkersGaveUp, reported by main()
         log.info("shutting down: draining in-flight calls for up to %g s", settings.grace_s)
         return 0
     finally:
-        if supervisor is not None:
+        for supervisor in supervisors:
             supervisor.cancel()
-            await asyncio.wait([supervisor])
+        if supervisors:
+            await asyncio.wait(supervisors)
         if gateway is not None:
             await gateway.stop()
         if triton is not None:
@@ -165,6 +176,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, help=f"metrics port (default {DEFAULT_METRICS_PORT}; 0 picks one)")
     s.add_argument("--no-metrics", action="store_true", help="do not serve metrics")
     s.add_argument("--grace-s", type=float, help="seconds in-flight calls may finish after SIGTERM")
+    s.add_argument(
+        "--workers",
+        type=int,
+        help="gateway processes sharing the port with SO_REUSEPORT (default 1); metrics are summed over them",
+    )
     s.add_argument("--tls-cert", dest="tls_cert_file", type=Path, help="server certificate (PEM): serve TLS only")
     s.add_argument("--tls-key", dest="tls_key_file", type=Path, help="private key of --tls-cert (PEM, unencrypted)")
     s.add_argument(
@@ -231,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayError as exc:
         print(f"switchyard: error: {exc.message}", file=sys.stderr)
         return 1
-    except LocalTritonError as exc:  # binary missing, port taken, Triton exited: no traceback
+    except (LocalTritonError, WorkersGaveUp, WorkerStartFailed) as exc:  # binary missing, port taken, a process died
         print(f"switchyard: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -187,7 +187,7 @@ async def _http_status(host: str, port: int, path: str) -> int | None:
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """Return a ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies."""
     if not sys.platform.startswith("linux"):
         return None
@@ -347,7 +347,7 @@ class LocalTriton:
                 env=self.environment(),
                 cwd=self.work_dir,
                 start_new_session=True,  # own process group: stop() signals Triton and its stubs together
-                preexec_fn=_die_with_parent_hook(),
+                preexec_fn=die_with_parent_hook(),
             )
         self._group_gone = False
 

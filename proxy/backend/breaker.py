@@ -39,6 +39,7 @@ CIRCUIT_OPEN = Gauge(
     "switchyard_backend_circuit_open",
     "1 while the circuit breaker to the backend is open or half-open (calls fail fast), 0 while closed.",
     ["backend"],
+    multiprocess_mode="livemax",
 )
 
 

@@ -41,6 +41,7 @@ SHM_QUARANTINED = Gauge(
     "switchyard_backend_shm_quarantined_slots",
     "Shared-memory slots kept out of use because Triton may still read them (a call ended without its answer).",
     ["backend"],
+    multiprocess_mode="livesum",
 )
 
 

@@ -1,0 +1,369 @@
+"""Several gateway processes on one port: ``switchyard serve --workers N``.
+
+One Python process serves gRPC on one core at most. With ``--workers N`` the
+``serve`` process becomes a supervisor: it reserves the port (a socket bound
+with SO_REUSEPORT that never listens, so a port that another server holds
+fails here, clearly), then starts N worker processes
+(``python -m switchyard.server.workers``). Each is a whole ``Gateway`` whose
+gRPC server binds the same port with SO_REUSEPORT, and the kernel spreads new
+connections over them. A connection stays with its worker, so a client sees
+the workers only as more capacity. Each worker has its own event loop,
+backend channel, micro-batcher and in-memory caches; Triton, a Redis cache
+and the job store are shared.
+
+Metrics use prometheus_client's multiprocess mode: the workers write their
+samples to files in a private temporary folder, and the supervisor serves
+their sum on the metrics port. Counters and histograms add up; gauges say in
+``proxy.metrics`` how they combine (in-flight calls add up; a route is ready
+while every live worker sees it ready). Process metrics (CPU, memory) are not
+exported in this mode.
+
+A worker that dies is restarted after a back-off that doubles after each
+quick failure; after repeated quick failures the supervisor gives up and
+``serve`` exits 1. On SIGTERM or SIGINT the supervisor sends SIGTERM to every
+worker, which drains its calls within the grace period like a single
+gateway; a worker still running ten seconds after that is killed.
+
+What this module does not do: start Triton (``serve`` does, once, for all
+workers) or balance load beyond the kernel's hash of new connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from switchyard.proxy.app import PortInUse
+from switchyard.proxy.settings import GatewaySettings
+from switchyard.server.triton import die_with_parent_hook
+
+log = logging.getLogger(__name__)
+
+READY = "switchyard-worker: ready"
+"""The line a worker writes to its stdout once its port is open."""
+
+# Beyond the grace period, how long a worker may take to exit on SIGTERM before it is killed.
+_EXIT_SLACK_S = 10.0
+
+
+class WorkersGaveUp(RuntimeError):
+    """Workers kept dying soon after they started; ``serve`` stops."""
+
+
+class WorkerStartFailed(RuntimeError):
+    """A worker exited, or did not report ready, while the pool was starting."""
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` with SO_REUSEPORT, not listening: the port for the workers.
+
+    Raises ``PortInUse`` when the address cannot be bound, or when a server
+    (one that allows SO_REUSEPORT too, such as another ``serve --workers``)
+    already accepts connections on it.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    bound = sock.getsockname()[1]
+    probe_host = "127.0.0.1" if family == socket.AF_INET and host in ("0.0.0.0", "") else host
+    if family == socket.AF_INET6 and host in ("::", ""):
+        probe_host = "::1"
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        if probe.connect_ex((probe_host, bound)) == 0:
+            sock.close()
+            raise PortInUse(f"cannot listen on {host}:{port}: another server accepts connections there")
+    return sock
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    ready_since: float = 0.0
+    quick_failures: int = 0
+    forwarder: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+
+class WorkerPool:
+    """N gateway worker processes on one port, their restarts, and their summed metrics.
+
+    ``settings`` is what every worker runs with; its ``port`` may be 0 (the
+    pool picks one) and its ``metrics_port`` is served by the pool itself.
+    Create and start it inside the running event loop.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        count: int,
+        *,
+        log_level: str = "INFO",
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        quick_failure_s: float = 60.0,
+        max_quick_failures: int = 5,
+    ) -> None:
+        if count < 1:
+            raise ValueError(f"workers must be at least 1, got {count}")
+        self.settings = settings
+        self.count = count
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._log_level = log_level
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._quick_failure_s = quick_failure_s
+        self._max_quick_failures = max_quick_failures
+        self._workers = [_Worker(i) for i in range(count)]
+        self._reservation: socket.socket | None = None
+        self._metrics_dir: str | None = None
+        self._stopping = False
+
+    @property
+    def pids(self) -> list[int]:
+        """Pids of the workers now running."""
+        return [w.pid for w in self._workers if w.pid is not None and w.process and w.process.returncode is None]
+
+    # -- starting ---------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Reserves the port, starts every worker and waits until each serves; returns the port."""
+        s = self.settings
+        self._reservation = reserve_port(s.host, s.port)
+        self.port = int(self._reservation.getsockname()[1])
+        self._metrics_dir = tempfile.mkdtemp(prefix="switchyard-metrics-")
+        try:
+            await asyncio.gather(*(self._start_worker(w) for w in self._workers))
+            if s.metrics_port is not None:
+                self.metrics_port = self._serve_metrics(s.metrics_host, s.metrics_port)
+        except BaseException:
+            await self.stop(grace_s=0)
+            raise
+        log.info(
+            "%d gateway workers serving on %s:%d (pids %s; metrics %s)",
+            self.count,
+            s.host,
+            self.port,
+            ", ".join(map(str, self.pids)),
+            f"{s.metrics_host}:{self.metrics_port}" if self.metrics_port else "off",
+        )
+        return self.port
+
+    def _serve_metrics(self, host: str, port: int) -> int:
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        from switchyard.proxy.metrics import start_metrics_server
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self._metrics_dir)
+        try:
+            return start_metrics_server(host, port, registry)
+        except OSError as exc:
+            raise PortInUse(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+
+    def _worker_settings_json(self) -> bytes:
+        # Every worker binds the reserved port; the pool serves the metrics.
+        update = {"port": self.port, "metrics_port": None, "workers": 1}
+        return self.settings.model_copy(update=update).model_dump_json().encode()
+
+    async def _start_worker(self, worker: _Worker) -> None:
+        assert self._metrics_dir is not None
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "switchyard.server.workers",
+            "--index",
+            str(worker.index),
+            "--log-level",
+            self._log_level,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # the supervisor alone decides when a worker stops, not the terminal's ^C
+            preexec_fn=die_with_parent_hook(),
+        )
+        worker.process = process
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(self._worker_settings_json())
+        await process.stdin.drain()
+        process.stdin.close()
+        timeout_s = self.settings.backend_ready_timeout_s + 30.0
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    line = await process.stdout.readline()
+                    if not line:
+                        status = await process.wait()
+                        raise WorkerStartFailed(f"gateway worker {worker.index} exited with status {status} on start")
+                    text = line.decode(errors="replace").rstrip("\n")
+                    if text.startswith(READY):
+                        break
+                    print(text, flush=True)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise WorkerStartFailed(f"gateway worker {worker.index} did not serve within {timeout_s:g} s") from None
+        worker.ready_since = time.monotonic()
+        worker.forwarder = asyncio.create_task(_forward(process.stdout), name=f"worker-{worker.index}-stdout")
+        log.info("gateway worker %d serving (pid %d)", worker.index, process.pid)
+
+    # -- supervising ------------------------------------------------------------
+
+    async def supervise(self) -> None:
+        """Restarts any worker that exits until ``stop()``; raises ``WorkersGaveUp`` after repeated quick failures."""
+        await asyncio.gather(*(self._supervise(w) for w in self._workers))
+
+    async def _supervise(self, worker: _Worker) -> None:
+        while not self._stopping:
+            assert worker.process is not None
+            status = await worker.process.wait()
+            if self._stopping:
+                return
+            self._forget(worker)
+            lived = time.monotonic() - worker.ready_since
+            worker.quick_failures = worker.quick_failures + 1 if lived < self._quick_failure_s else 0
+            log.error("gateway worker %d (pid %d) exited with status %s after %.1f s",
+                      worker.index, worker.process.pid, status, lived)  # fmt: skip
+            while True:
+                if worker.quick_failures >= self._max_quick_failures:
+                    message = (
+                        f"gateway worker {worker.index} failed {worker.quick_failures} times in a row, each within "
+                        f"{self._quick_failure_s:g} s of starting; giving up"
+                    )
+                    log.error("%s", message)
+                    raise WorkersGaveUp(message)
+                delay = min(self._backoff_s * 2 ** max(worker.quick_failures - 1, 0), self._max_backoff_s)
+                log.warning("restarting gateway worker %d in %.1f s", worker.index, delay)
+                await asyncio.sleep(delay)
+                if self._stopping:
+                    return
+                try:
+                    await self._start_worker(worker)
+                except WorkerStartFailed as exc:
+                    log.error("%s", exc)
+                    self._forget(worker)
+                    worker.quick_failures += 1
+                    continue
+                break
+
+    def _forget(self, worker: _Worker) -> None:
+        """A dead worker's live gauges leave the sums (its counters stay counted)."""
+        if worker.process is not None and self._metrics_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.process.pid, self._metrics_dir)
+
+    # -- stopping ---------------------------------------------------------------
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """SIGTERM to every worker (each drains within ``grace_s``), then kills what is left; safe to repeat."""
+        self._stopping = True
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        running = [w.process for w in self._workers if w.process is not None and w.process.returncode is None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        if running:
+            _done, late = await asyncio.wait(
+                [asyncio.ensure_future(p.wait()) for p in running], timeout=grace + _EXIT_SLACK_S
+            )
+            if late:
+                log.warning("%d gateway workers did not stop in time: killing them", len(late))
+                for process in running:
+                    if process.returncode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            process.kill()
+                await asyncio.gather(*late)
+        for worker in self._workers:
+            if worker.forwarder is not None:
+                worker.forwarder.cancel()
+                await asyncio.gather(worker.forwarder, return_exceptions=True)
+                worker.forwarder = None
+        if self._reservation is not None:
+            self._reservation.close()
+            self._reservation = None
+        if self._metrics_dir is not None:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            self._metrics_dir = None
+
+
+async def _forward(stream: asyncio.StreamReader) -> None:
+    """Copies what a worker prints after it is ready to our stdout (the pipe never fills up)."""
+    while line := await stream.readline():
+        sys.stdout.write(line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+# -- the worker process -----------------------------------------------------------
+
+
+async def _serve_worker(settings_json: bytes) -> int:
+    from switchyard.proxy.app import Gateway
+    from switchyard.proxy.config import load_routes
+
+    settings = GatewaySettings.model_validate_json(settings_json)
+    routes = load_routes(settings.routes_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(settings, routes, reuse_port=True)
+    try:
+        port = await gateway.start()
+        print(f"{READY} {port}", flush=True)
+        await stop.wait()
+        return 0
+    finally:
+        await gateway.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A worker: reads its settings (JSON) from stdin, serves until SIGTERM."""
+    import argparse
+
+    import uvloop
+
+    parser = argparse.ArgumentParser(prog="switchyard.server.workers", description=__doc__)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings_json = sys.stdin.buffer.read()
+    try:
+        return uvloop.run(_serve_worker(settings_json))
+    except Exception as exc:  # noqa: BLE001 - the supervisor reports the exit status; the reason goes to stderr
+        log.error("gateway worker %d failed: %s", args.index, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""`switchyard serve --workers 2`: two gateway processes on one port, summed metrics, a killed worker replaced."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import psutil
+
+from switchyard.client.tensors import from_numpy, to_numpy
+from switchyard.models.datasets import digits_split
+from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1 import gateway_pb2_grpc
+from tests.integration.waiting import wait_for
+
+CONNECTIONS = 16  # each to one of 2 workers by the kernel's hash: all on one worker has odds 2 / 2**16
+
+
+def _workers(serve: psutil.Process) -> list[psutil.Process]:
+    return [p for p in serve.children() if "switchyard.server.workers" in " ".join(p.cmdline())]
+
+
+def _established_on(process: psutil.Process, port: int) -> int:
+    return sum(
+        1 for c in process.net_connections(kind="tcp") if c.laddr and c.laddr.port == port and c.status == "ESTABLISHED"
+    )
+
+
+def _requests_ok(metrics_port: int, route: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    match = re.search(rf'^switchyard_requests_total\{{code="OK",route="{route}"\}} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def _call_on_new_connections(target: str, images: np.ndarray, expected: np.ndarray) -> list[grpc.Channel]:
+    """One digits call on each of ``CONNECTIONS`` new connections, checked; returns the channels, still open."""
+    channels = []
+    for i in range(CONNECTIONS):
+        # A subchannel of its own: otherwise grpc would reuse one connection for every channel.
+        channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        channels.append(channel)
+        request = pb.InferRequest(route="digits", inputs=[from_numpy("image", images[i : i + 1])])
+        reply = gateway_pb2_grpc.GatewayStub(channel).Infer(request, timeout=10)
+        (label,) = [t for t in reply.outputs if t.name == "label"]
+        assert to_numpy(label).reshape(-1).tolist() == [expected[i]], f"connection {i}"
+    return channels
+
+
+def test_workers_share_the_port_sum_their_metrics_and_are_replaced(model_repository: Path, tmp_path: Path) -> None:
+    _, x_test, _, _ = digits_split()
+    images = x_test[:CONNECTIONS].astype(np.float32)
+    exe = os.path.join(sys.exec_prefix, "bin", "switchyard")
+    proc = subprocess.Popen(
+        [
+            exe,
+            "serve",
+            "--workers",
+            "2",
+            "--model-repository",
+            str(model_repository),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    serving = threading.Event()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "serving on" in line:
+                serving.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert serving.wait(180), "serve --workers 2 did not come up:\n" + "".join(lines)
+        log = "".join(lines)
+        port = int(re.search(r"serving on [\d.]+:(\d+)", log).group(1))  # type: ignore[union-attr]
+        metrics_port = int(re.search(r"metrics [\d.]+:(\d+)\)", log).group(1))  # type: ignore[union-attr]
+        serve = psutil.Process(proc.pid)
+        workers = _workers(serve)
+        assert len(workers) == 2, log
+        target = f"127.0.0.1:{port}"
+
+        # Reference answers from one connection, then one call on each of 16 new connections.
+        with grpc.insecure_channel(target) as channel:
+            request = pb.InferRequest(route="digits", inputs=[from_numpy("image", images)])
+            reply = gateway_pb2_grpc.GatewayStub(channel).Infer(request, timeout=10)
+        expected = to_numpy([t for t in reply.outputs if t.name == "label"][0]).reshape(-1)
+        channels = _call_on_new_connections(target, images, expected)
+        try:
+            per_worker = {w.pid: _established_on(w, port) for w in workers}
+        finally:
+            for channel in channels:
+                channel.close()
+        print(f"\n{CONNECTIONS + 1} connections over the workers: {per_worker}")
+        assert all(count > 0 for count in per_worker.values()), f"a worker took no connection: {per_worker}"
+        assert sum(per_worker.values()) >= CONNECTIONS
+        # The supervisor's endpoint sums both workers' counters.
+        wait_for(lambda: _requests_ok(metrics_port, "digits") == CONNECTIONS + 1, 5, "summed request count")
+
+        # A worker killed outright: the other keeps serving, a new one takes its place.
+        victim = workers[0]
+        victim.kill()
+        victim.wait(10)
+        _call_on_new_connections(target, images, expected)
+        wait_for(lambda: len(_workers(serve)) == 2, 60, "a replacement worker")
+        replacement = next(w for w in _workers(serve) if w.pid != workers[1].pid)
+        assert replacement.pid != victim.pid
+        wait_for(lambda: f"serving (pid {replacement.pid})" in "".join(lines), 60, "the replacement ready")
+        channels = _call_on_new_connections(target, images, expected)
+        for channel in channels:
+            channel.close()
+        # The dead worker's counts stay in the sum; every call so far is counted once.
+        wait_for(lambda: _requests_ok(metrics_port, "digits") == 3 * CONNECTIONS + 1, 5, "count after a restart")
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(lines)
+        reader.join(10)
+        log = "".join(lines)
+        assert f"(pid {victim.pid}) exited with status -9" in log, log
+        for worker in (*workers, replacement):
+            assert not psutil.pid_exists(worker.pid) or worker.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(10)
+        assert proc.stdout is not None
+        proc.stdout.close()
