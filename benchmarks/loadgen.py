@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import multiprocessing
@@ -251,7 +252,11 @@ class Target:
     field of that name (always a cache miss). ``then`` (``switchyard`` only)
     names routes called after ``route``, one after another with the same
     inputs and outputs asked for, as one request of the load (a client making
-    dependent calls); its latency is the whole sequence's.
+    dependent calls); its latency is the whole sequence's. ``connections``
+    (unary gRPC only) is how many connections each load generator process
+    opens to ``address``, its calls taking them in turn: more than one lets
+    the kernel spread the load over the processes of a server that shares its
+    port (``switchyard serve --workers``).
     """
 
     name: str
@@ -269,10 +274,15 @@ class Target:
     path: str = "/"
     bypass_cache: bool = False
     then: tuple[str, ...] = ()
+    connections: int = 1
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOL_METHODS:
             raise ValueError(f"unknown protocol {self.protocol!r}; one of {', '.join(PROTOCOL_METHODS)}")
+        if self.connections < 1:
+            raise ValueError(f"connections must be at least 1, got {self.connections}")
+        if self.connections > 1 and self.protocol in ("http", "switchyard_stream"):
+            raise ValueError("connections > 1 is for unary gRPC protocols")
         if self.then and self.protocol != "switchyard":
             raise ValueError("then (a sequence of routes) needs the switchyard protocol")
 
@@ -841,6 +851,18 @@ class StreamCaller:
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
+def _round_robin(calls: Sequence[Callable[..., Any]]) -> Callable[..., Any]:
+    """A callable handing each call to the next of ``calls`` in turn (one per connection)."""
+    if len(calls) == 1:
+        return calls[0]
+    turn = itertools.cycle(calls)
+
+    def call(request: bytes, timeout: float | None = None, wait_for_ready: bool = False) -> Any:
+        return next(turn)(request, timeout=timeout, wait_for_ready=wait_for_ready)
+
+    return call
+
+
 def _sequence(call: Callable[..., Any], following: Sequence[bytes]) -> Callable[..., Any]:
     """A callable making ``call(request)`` and then ``call`` on each of ``following`` in turn; the first answer."""
 
@@ -995,7 +1017,7 @@ async def _worker(conn: Connection) -> None:
 
     from switchyard.client.channel import channel_options
 
-    channels: dict[str, grpc.aio.Channel] = {}
+    channels: dict[tuple[str, int], grpc.aio.Channel] = {}
     streams: dict[Target, StreamCaller] = {}
     http_clients: dict[str, HttpClient] = {}
     requests: dict[Target, bytes] = {}
@@ -1009,15 +1031,22 @@ async def _worker(conn: Connection) -> None:
             if target.protocol == "http":
                 call = http_clients.setdefault(target.address, HttpClient(target.address))
             else:
-                if target.address not in channels:
-                    channels[target.address] = grpc.aio.insecure_channel(target.address, options=channel_options())
-                channel = channels[target.address]
+                # Channels of their own subchannel pool (channel_options): one connection each.
+                for i in range(target.connections):
+                    if (target.address, i) not in channels:
+                        channels[target.address, i] = grpc.aio.insecure_channel(
+                            target.address, options=channel_options()
+                        )
+                channel = channels[target.address, 0]
                 if target.protocol == "switchyard_stream":
                     if target not in streams:
                         streams[target] = StreamCaller(channel, target.method)
                     call = streams[target]
                 else:
-                    call = channel.unary_unary(target.method)  # no serializers: bytes in, bytes out
+                    # No serializers: bytes in, bytes out.
+                    call = _round_robin(
+                        [channels[target.address, i].unary_unary(target.method) for i in range(target.connections)]
+                    )
                     if target.then:
                         requests_after = [replace(target, route=r, then=()).request_bytes() for r in target.then]
                         call = _sequence(call, requests_after)

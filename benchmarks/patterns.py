@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.patterns            # 3 s warm-up, 5 s windows
     python -m benchmarks.patterns --short    # 1 s warm-up, 1.5 s windows (about 2 minutes)
     python -m benchmarks.patterns --smoke    # seconds per point, lower concurrency: checks the pieces only
+    python -m benchmarks.patterns --short --only workers    # one comparison
 
 One local Triton (``LocalTriton``) serves ``digits_logreg``, ``wine_classifier``
 and ``wine_alcohol_regressor`` (built as ``benchmarks.run`` builds its
@@ -32,6 +33,11 @@ group measured back to back:
 * ``stream``, c = 32: ``digits`` over unary ``Gateway/Infer`` and over
   ``Gateway/InferStream`` (each load generator worker keeps one stream, with
   its share of the callers' requests in flight on it).
+* ``workers``, c = 8 and 32: ``digits`` and the micro-batched
+  ``digits_batched`` through a second gateway started with ``--workers 2``
+  (two processes on one port, SO_REUSEPORT) against the first, one process.
+  Each load generator process opens 4 connections (both gateways alike) and
+  the kernel spreads connections over the workers.
 
 Besides throughput, latency and CPU per request (gateway and Triton), every
 row gives Triton's own count of requests and of model executions per 1000
@@ -75,6 +81,11 @@ ROUTES_TOML = """# Written by benchmarks/patterns.py: the routes it compares (na
 [[routes]]
 name = "digits"
 model = "digits_logreg"
+
+[[routes]]
+name = "digits_batched"
+model = "digits_logreg"
+batching = { max_delay_ms = 2.0, max_batch = 64, eager = true }
 
 [[routes]]
 name = "digits_cached"
@@ -147,6 +158,17 @@ class Case:
     then: tuple[str, ...] = ()
     bypass_cache: bool = False
     wine: bool = False
+    gateway_workers: int = 1
+    """Worker processes of the gateway that serves this path (``serve --workers``)."""
+
+    @property
+    def gateway(self) -> str:
+        return gateway_name(self.gateway_workers)
+
+
+def gateway_name(workers: int) -> str:
+    """The name of the gateway with ``workers`` processes among the servers whose CPU is measured."""
+    return "switchyard" if workers == 1 else f"switchyard_x{workers}"
 
 
 @dataclass(frozen=True)
@@ -157,6 +179,8 @@ class Comparison:
     """The first is the baseline the others' throughput is compared with."""
     loads: tuple[str, ...]
     """Concurrency levels by role (``low``, ``mid``, ``high``), mapped per profile by ``CONCURRENCY``."""
+    connections: int = 1
+    """Connections each load generator process opens to the gateway (calls take them in turn)."""
 
 
 COMPARISONS = (
@@ -197,6 +221,18 @@ COMPARISONS = (
         (Case("unary", "digits"), Case("stream", "digits", protocol="switchyard_stream")),
         ("high",),
     ),
+    Comparison(
+        "workers",
+        "gateway worker processes 1 vs 2 on one port",
+        (
+            Case("one_worker", "digits"),
+            Case("two_workers", "digits", gateway_workers=2),
+            Case("one_worker_batched", "digits_batched"),
+            Case("two_workers_batched", "digits_batched", gateway_workers=2),
+        ),
+        ("mid", "high"),
+        connections=4,
+    ),
 )
 SMOKE_WINDOWS = Windows(warmup_s=0.2, window_s=0.3, max_windows=3)
 """Smoke: shorter than ``benchmarks.run``'s smoke windows, and one load per comparison (its last)."""
@@ -216,6 +252,7 @@ def target(comparison: Comparison, path: Case, address: str) -> Target:
         route=path.route,
         then=path.then,
         bypass_cache=path.bypass_cache,
+        connections=comparison.connections,
     )
     return replace(sent, input_name="features", features=12, outputs=()) if path.wine else sent
 
@@ -239,9 +276,11 @@ def triton_counters(url: str) -> tuple[Callable[[], dict[str, float]], Callable[
 def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per point, with its throughput against the first path of its comparison at the same load."""
     first: dict[tuple[str, float], float] = {}
+    cases = {(c.name, p.name): p for c in COMPARISONS for p in c.paths}
     rows = []
     for result in results:
         group, path = result["target"].split(".", 1)
+        case = cases.get((group, path), Case(path, ""))
         load = float(result["concurrency"])
         first.setdefault((group, load), result["throughput_rps"])
         base = first[(group, load)]
@@ -257,7 +296,7 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "latency_ms": result["latency_ms"],
                 "triton_requests_per_1000": per_1000.get("triton_requests"),
                 "triton_executions_per_1000": per_1000.get("triton_executions"),
-                "gateway_cpu_us_per_request": result["cpu_us_per_request"].get("switchyard"),
+                "gateway_cpu_us_per_request": result["cpu_us_per_request"].get(case.gateway),
                 "triton_cpu_us_per_request": result["cpu_us_per_request"].get("triton"),
                 "loadgen_cpu_us_per_request": result["loadgen"]["cpu_us_per_request"],
                 "other_cpu_pct": result["other_cpu_pct"],
@@ -315,14 +354,16 @@ def run(
     out: Path,
     log: Callable[[str], None],
     command: str | None = None,
+    only: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Start Triton and the gateway, measure every comparison, write the report; returns it."""
+    """Start Triton and the gateways, measure the comparisons (those named in ``only``, or all), write the report."""
     from switchyard.models.build import MODELS as BUNDLED
     from switchyard.models.build import build_repository
     from switchyard.server.triton import LocalTriton
 
     started = datetime.datetime.now(datetime.timezone.utc)
     concurrency = CONCURRENCY[profile_name]
+    comparisons = [c for c in COMPARISONS if not only or c.name in only]
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-patterns-"))
     results: list[dict[str, Any]] = []
     failed = True
@@ -336,16 +377,22 @@ def run(
             triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
             routes = work_dir / "routes.toml"
             routes.write_text(ROUTES_TOML)
-            log("starting switchyard")
-            gateway = ServerProcess.start(
-                "switchyard", gateway_command(triton.grpc_url, routes), work_dir, _child_env()
-            )
+            gateways: dict[int, ServerProcess] = {}
+            for count in sorted({path.gateway_workers for c in comparisons for path in c.paths}):
+                log(f"starting switchyard with {count} worker process(es)")
+                command = [*gateway_command(triton.grpc_url, routes), "--workers", str(count)]
+                name = gateway_name(count)
+                gateways[count] = ServerProcess.start(name, command, work_dir, _child_env())
             counters, close_counters = triton_counters(triton.grpc_url)
             try:
-                servers = {"triton": triton.pid or 0, "switchyard": gateway.pid}
+                servers = {"triton": triton.pid or 0}
+                servers.update({gateway_name(n): g.pid for n, g in gateways.items()})
                 with LoadGenerator(workers=workers, servers=servers, log=log, counters=counters) as generator:
-                    for comparison in COMPARISONS:
-                        targets = [target(comparison, path, gateway.address) for path in comparison.paths]
+                    for comparison in comparisons:
+                        targets = [
+                            target(comparison, path, gateways[path.gateway_workers].address)
+                            for path in comparison.paths
+                        ]
                         for one in targets:
                             generator.probe(one)
                         for load in comparison.loads[-1:] if profile_name == "smoke" else comparison.loads:
@@ -354,7 +401,8 @@ def run(
                                 results.append(generator.closed_loop(one, concurrency[load], windows))
             finally:
                 close_counters()
-                gateway.stop()
+                for gateway in gateways.values():
+                    gateway.stop()
         finally:
             triton.stop_sync()
         failed = False
@@ -373,7 +421,7 @@ def run(
         workers,
         models=list(MODELS),
         routes_toml=ROUTES_TOML,
-        comparisons={c.name: {"what": c.what, "paths": [asdict(p) for p in c.paths]} for c in COMPARISONS},
+        comparisons={c.name: {"what": c.what, "paths": [asdict(p) for p in c.paths]} for c in comparisons},
         concurrency=concurrency,
         windows=asdict(windows),
     )
@@ -390,12 +438,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     size.add_argument("--short", action="store_true", help="1 s warm-up, 1.5 s windows (about 2 minutes)")
     size.add_argument("--smoke", action="store_true", help="a few seconds per point: checks the pieces, not speed")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[c.name for c in COMPARISONS],
+        default=[],
+        help="measure this comparison only (repeatable; default: all)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     name = "short" if args.short else "smoke" if args.smoke else "full"
     command = " ".join(["python -m benchmarks.patterns", *(sys.argv[1:] if argv is None else argv)])
     windows = SMOKE_WINDOWS if name == "smoke" else PROFILES[name].windows
-    run(name, windows, workers=args.workers, out=args.out, log=_stderr, command=command)
+    run(name, windows, workers=args.workers, out=args.out, log=_stderr, command=command, only=args.only)
     return 0
 
 
