@@ -7,6 +7,7 @@ Usage::
     python -m benchmarks.peers                        # the same with 3 s warm-up and 5 s windows
     python -m benchmarks.peers --smoke                # seconds per point: checks the pieces, numbers meaningless
     python -m benchmarks.peers --short --peers fastapi --concurrency 8,32
+    python -m benchmarks.peers --short --replicas 2 --peers fastapi,ray   # two serving processes each
 
 Every contender serves the same pipeline (``pipeline.py``: PNG bytes ->
 decode -> resize -> normalize -> ``digits_logreg`` on one shared local
@@ -27,7 +28,15 @@ dependencies); the load generator, Triton and the gateway run from this one.
 Each peer is started only for its own points, and must give the same top-1
 label as Switchyard on the test image before it is measured. The CPU charged
 to a row is Triton's plus that contender's process tree (Ray: its GCS,
-raylet, controller, proxy and replica). Writes ``peers-<profile>-<time>.json``
+raylet, controller, proxy and replica).
+
+``--replicas N`` gives each contender N serving processes: the gateway
+``--workers N`` (SO_REUSEPORT), uvicorn ``workers=N`` (one shared listening
+socket), Ray Serve ``num_replicas=N`` (behind its one HTTP proxy) and KServe
+``--workers N`` (which multiplies its REST server only; its gRPC server, the
+one measured here, stays one process). With N > 1 each load generator
+process opens 4 gRPC connections to a gRPC contender, so the kernel has
+connections to spread (HTTP callers have a connection each). Writes ``peers-<profile>-<time>.json``
 and ``.md`` into ``benchmarks/results/`` (or ``--out``).
 """
 
@@ -112,15 +121,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _peer_command(name: str, triton_url: str) -> list[str]:
+def _peer_command(name: str, triton_url: str, replicas: int = 1) -> list[str]:
     python = str(peers_python())
     if name == "fastapi":
-        return [python, "-m", "benchmarks.peers.fastapi_app", "--triton-url", triton_url, "--port", "0"]
+        return [
+            *(python, "-m", "benchmarks.peers.fastapi_app", "--triton-url", triton_url, "--port", "0"),
+            *("--workers", str(replicas)),
+        ]
     if name == "ray":
-        return [python, "-m", "benchmarks.peers.ray_app", "--triton-url", triton_url, "--port", str(_free_port())]
+        return [
+            *(python, "-m", "benchmarks.peers.ray_app", "--triton-url", triton_url, "--port", str(_free_port())),
+            *("--replicas", str(replicas)),
+        ]
     if name == "kserve":
         return [
-            *(python, "-m", "benchmarks.peers.kserve_app", "--model_name", pipeline.ROUTE, "--workers", "1"),
+            *(python, "-m", "benchmarks.peers.kserve_app", "--model_name", pipeline.ROUTE, "--workers", str(replicas)),
             *("--http_port", str(_free_port()), "--grpc_port", str(_free_port())),
             *("--predictor_host", triton_url, "--predictor_protocol", "grpc-v2"),
             # No per-request log lines (KServe logs every gRPC call at INFO by default).
@@ -129,10 +144,15 @@ def _peer_command(name: str, triton_url: str) -> list[str]:
     raise ValueError(f"unknown peer {name!r}")
 
 
-def _target(name: str, address: str, png: bytes) -> Target:
+def _target(name: str, address: str, png: bytes, replicas: int = 1) -> Target:
     if name in ("fastapi", "ray"):
         return Target(name, address, "http", payload=png, path="/classify", outputs=("labels",))
-    common = {"input_name": pipeline.INPUT, "payload": png, "outputs": pipeline.OUTPUTS}
+    common = {
+        "input_name": pipeline.INPUT,
+        "payload": png,
+        "outputs": pipeline.OUTPUTS,
+        "connections": 1 if replicas == 1 else 4,
+    }
     if name == "kserve":
         return Target(name, address, "oip", model=pipeline.ROUTE, **common)  # type: ignore[arg-type]
     route = pipeline.BATCHED_ROUTE if name == "switchyard_batched" else pipeline.ROUTE
@@ -271,6 +291,7 @@ def run(
     out: Path,
     log: Callable[[str], None],
     command: str | None = None,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     from switchyard.models.build import MODELS, build_repository
     from switchyard.models.datasets import digits_png, digits_split
@@ -298,6 +319,7 @@ def run(
             gateway_command = [
                 *(sys.executable, "-m", "switchyard.server.cli", "serve", "--triton-url", triton.grpc_url),
                 *("--host", "127.0.0.1", "--port", "0", "--no-metrics", "--config", str(routes), "--grace-s", "1"),
+                *("--workers", str(replicas)),
             ]
             log("starting switchyard")
             with (
@@ -305,11 +327,11 @@ def run(
                 LoadGenerator(workers=workers, servers=_servers(triton.pid, "switchyard", gateway.pid), log=log) as gen,
             ):
                 for name in SWITCHYARD_PATHS:
-                    verified[name] = top1(_target(name, gateway.address, png))
+                    verified[name] = top1(_target(name, gateway.address, png, replicas))
                     log(f"{name}: top-1 {verified[name]!r} (the image is a {expected!r})")
                 reference = verified["switchyard"]
                 for name in SWITCHYARD_PATHS:
-                    target = _target(name, gateway.address, png)
+                    target = _target(name, gateway.address, png, replicas)
                     gen.probe(target)
                     for c in concurrency:
                         log(f"{name}: closed loop, concurrency {c}")
@@ -317,8 +339,8 @@ def run(
                 peer_env = {**env, "PYTHONPATH": str(REPO_ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
                 for name in peers:
                     log(f"starting {name}")
-                    with _started(name, _peer_command(name, triton.grpc_url), work_dir, peer_env) as server:
-                        target = _target(name, server.address, png)
+                    with _started(name, _peer_command(name, triton.grpc_url, replicas), work_dir, peer_env) as server:
+                        target = _target(name, server.address, png, replicas)
                         verified[name] = top1(target, timeout_s=_STARTUP_TIMEOUT_S)
                         log(f"{name}: top-1 {verified[name]!r}")
                         if verified[name] != reference:
@@ -351,11 +373,15 @@ def run(
             image_label=expected,
             top1=verified,
             windows=asdict(windows),
+            replicas=replicas,
         ),
         "results": results,
         "comparison": rows,
     }
-    title = f"image pipeline ({pipeline.MODEL}) on {os.cpu_count()} CPUs, {profile_name} profile, {started:%Y-%m-%d}"
+    per = f", {replicas} serving processes each" if replicas > 1 else ""
+    title = (
+        f"image pipeline ({pipeline.MODEL}) on {os.cpu_count()} CPUs{per}, {profile_name} profile, {started:%Y-%m-%d}"
+    )
     write_report(out, f"peers-{profile_name}", report, title, markdown_table(rows), log)
     return report
 
@@ -369,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)} (or none)")
     parser.add_argument("--concurrency", help="comma-separated closed-loop concurrencies (default: the profile's)")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="serving processes of each contender (gateway --workers; default 1)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     if args.setup:
@@ -391,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=args.out,
         log=_stderr,
         command=command,
+        replicas=args.replicas,
     )
     return 0
 

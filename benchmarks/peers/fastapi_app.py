@@ -4,7 +4,8 @@ Usage (in the peers' environment, see ``benchmarks.peers``)::
 
     python -m benchmarks.peers.fastapi_app --triton-url 127.0.0.1:8001 --port 0
 
-The common hand-written approach: one uvicorn process (uvloop and httptools,
+The common hand-written approach: one uvicorn process (``--workers N``: N
+sharing the listening socket; uvloop and httptools,
 as ``uvicorn[standard]`` picks them), ``POST /classify`` with the encoded
 image as the body, the shared pre/post code of ``pipeline.py`` and one
 ``tritonclient.grpc.aio`` client per process. Answers JSON: the three best
@@ -15,6 +16,7 @@ connections.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -46,6 +48,11 @@ def make_app(triton_url: str, address: str) -> FastAPI:
     return app
 
 
+def app_from_env() -> FastAPI:
+    """The app for uvicorn's worker processes (``--workers``), which import it by name."""
+    return make_app(os.environ["PEER_TRITON_URL"], os.environ["PEER_ADDRESS"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
@@ -53,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--triton-url", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes sharing the socket")
     args = parser.parse_args(argv)
     # Bound and listening before uvicorn starts, so the port is known (also for --port 0) when the app says so.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -60,6 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.bind((args.host, args.port))
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
+    if args.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        os.environ.update(PEER_TRITON_URL=args.triton_url, PEER_ADDRESS=f"{host}:{port}")
+        app = "benchmarks.peers.fastapi_app:app_from_env"
+        config = uvicorn.Config(
+            app, factory=True, workers=args.workers, log_level="warning", access_log=False, backlog=2048
+        )
+        Multiprocess(config, sockets=[sock]).run()
+        return 0
     config = uvicorn.Config(
         make_app(args.triton_url, f"{host}:{port}"), log_level="warning", access_log=False, backlog=2048
     )

@@ -6,7 +6,7 @@ Usage (in the peers' environment, see ``benchmarks.peers``)::
 
 Starts a local Ray instance (``ray.init``: its GCS, raylet and workers are
 children of this process, so their CPU is charged to it), then Ray Serve with
-its HTTP proxy on ``--port`` and one replica of ``Classifier``:
+its HTTP proxy on ``--port`` and one replica of ``Classifier`` (``--replicas``):
 ``POST /classify`` with the encoded image as the body, the shared pre/post
 code of ``pipeline.py`` and one ``tritonclient.grpc.aio`` client per replica;
 it answers JSON (the three best labels, indices and scores). Prints
@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs Ray may schedule on (default 2)")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas of the deployment (default 1)")
     args = parser.parse_args(argv)
     stop = threading.Event()
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -61,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(Classifier.bind(args.triton_url), name="classifier", route_prefix="/classify")
+        app = Classifier.options(num_replicas=args.replicas).bind(args.triton_url)
+        serve.run(app, name="classifier", route_prefix="/classify")
         print(f"serving on {args.host}:{args.port}", flush=True)
         stop.wait()
     finally:
