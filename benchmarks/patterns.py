@@ -10,8 +10,9 @@ Usage::
 One local Triton (``LocalTriton``) serves ``digits_logreg``, ``wine_classifier``
 and ``wine_alcohol_regressor`` (built as ``benchmarks.run`` builds its
 models), and one gateway process (``switchyard serve``, as ``benchmarks.run``
-starts it) serves the routes of ``ROUTES_TOML``. With the load generator of
-``loadgen.py`` (closed loop, same windows method), four comparisons, each
+starts it; a second with ``--workers 2`` for the ``workers`` comparison)
+serves the routes of ``ROUTES_TOML``. With the load generator of
+``loadgen.py`` (closed loop, same windows method), five comparisons, each
 group measured back to back:
 
 * ``fanout``, c = 1 and 8: ``wine_profile`` (parallel: both wine models at
