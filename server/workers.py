@@ -19,7 +19,8 @@ while every live worker sees it ready). Process metrics (CPU, memory) are not
 exported in this mode.
 
 A worker that dies is restarted after a back-off that doubles after each
-quick failure; after repeated quick failures the supervisor gives up and
+quick failure (a killed worker's shared-memory regions are unregistered from
+Triton first, as it could not do so itself); after repeated quick failures the supervisor gives up and
 ``serve`` exits 1. On SIGTERM or SIGINT the supervisor sends SIGTERM to every
 worker, which drains its calls within the grace period like a single
 gateway; a worker still running ten seconds after that is killed.
@@ -245,6 +246,7 @@ class WorkerPool:
             if self._stopping:
                 return
             self._forget(worker)
+            await self._release_shared_memory(worker.process.pid)
             lived = time.monotonic() - worker.ready_since
             worker.quick_failures = worker.quick_failures + 1 if lived < self._quick_failure_s else 0
             log.error("gateway worker %d (pid %d) exited with status %s after %.1f s",
@@ -277,6 +279,31 @@ class WorkerPool:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(worker.process.pid, self._metrics_dir)
+
+    async def _release_shared_memory(self, pid: int) -> None:
+        """Unregisters from Triton the shared-memory regions of a dead worker (named ``switchyard_<pid>_...``).
+
+        A worker that exits cleanly unregisters its own; one that was killed
+        cannot, and Triton would keep the region mapped until it restarts.
+        """
+        if self.settings.triton_shared_memory != "system":
+            return
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+        prefix = f"switchyard_{pid}_"
+        try:
+            async with grpc.aio.insecure_channel(self.settings.triton_url) as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                status = await stub.SystemSharedMemoryStatus(service_pb2.SystemSharedMemoryStatusRequest(), timeout=5)
+                for name in status.regions:
+                    if name.startswith(prefix):
+                        request = service_pb2.SystemSharedMemoryUnregisterRequest(name=name)
+                        await stub.SystemSharedMemoryUnregister(request, timeout=5)
+                        log.info("unregistered shared-memory region %s of dead worker (pid %d) from Triton", name, pid)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not unregister the shared memory of dead worker (pid %d) from Triton: %s %s",
+                        pid, exc.code().name, exc.details())  # fmt: skip
 
     # -- stopping ---------------------------------------------------------------
 

@@ -41,6 +41,23 @@ def _requests_ok(metrics_port: int, route: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def _shm_regions(triton_url: str) -> list[str]:
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(triton_url) as client:
+        return sorted(client.get_system_shared_memory_status(as_json=True).get("regions", {}))
+
+
+def _cnn_on_new_connections(target: str) -> None:
+    """One image_cnn call (600 KB: through shared memory) on each of ``CONNECTIONS`` new connections."""
+    image = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    request = pb.InferRequest(route="image_cnn", inputs=[from_numpy("image", image)])
+    for i in range(CONNECTIONS):
+        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            reply = gateway_pb2_grpc.GatewayStub(channel).Infer(request, timeout=30)
+        assert [t.name for t in reply.outputs] == ["probabilities"], f"connection {i}"
+
+
 def _call_on_new_connections(target: str, images: np.ndarray, expected: np.ndarray) -> list[grpc.Channel]:
     """One digits call on each of ``CONNECTIONS`` new connections, checked; returns the channels, still open."""
     channels = []
@@ -119,6 +136,12 @@ def test_workers_share_the_port_sum_their_metrics_and_are_replaced(model_reposit
         # The supervisor's endpoint sums both workers' counters.
         wait_for(lambda: _requests_ok(metrics_port, "digits") == CONNECTIONS + 1, 5, "summed request count")
 
+        # Each worker registers its shared memory with Triton on its first large input.
+        triton_url = re.search(r"waiting for models in Triton at ([\d.]+:\d+)", log).group(1)  # type: ignore[union-attr]
+        _cnn_on_new_connections(target)
+        regions = _shm_regions(triton_url)
+        assert {w.pid for w in workers} == {int(name.split("_")[1]) for name in regions}, regions
+
         # A worker killed outright: the other keeps serving, a new one takes its place.
         victim = workers[0]
         victim.kill()
@@ -128,6 +151,8 @@ def test_workers_share_the_port_sum_their_metrics_and_are_replaced(model_reposit
         replacement = next(w for w in _workers(serve) if w.pid != workers[1].pid)
         assert replacement.pid != victim.pid
         wait_for(lambda: f"serving (pid {replacement.pid})" in "".join(lines), 60, "the replacement ready")
+        # The killed worker could not unregister its shared memory: the supervisor did.
+        assert not [name for name in _shm_regions(triton_url) if name.startswith(f"switchyard_{victim.pid}_")]
         channels = _call_on_new_connections(target, images, expected)
         for channel in channels:
             channel.close()
