@@ -104,10 +104,6 @@ class _Worker:
     quick_failures: int = 0
     forwarder: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
 
 class WorkerPool:
     """N gateway worker processes on one port, their restarts, and their summed metrics.
@@ -147,7 +143,7 @@ class WorkerPool:
     @property
     def pids(self) -> list[int]:
         """Pids of the workers now running."""
-        return [w.pid for w in self._workers if w.pid is not None and w.process and w.process.returncode is None]
+        return [w.process.pid for w in self._workers if w.process is not None and w.process.returncode is None]
 
     # -- starting ---------------------------------------------------------------
 
@@ -245,8 +241,7 @@ class WorkerPool:
             status = await worker.process.wait()
             if self._stopping:
                 return
-            self._forget(worker)
-            await self._release_shared_memory(worker.process.pid)
+            await self._bury(worker)
             lived = time.monotonic() - worker.ready_since
             worker.quick_failures = worker.quick_failures + 1 if lived < self._quick_failure_s else 0
             log.error("gateway worker %d (pid %d) exited with status %s after %.1f s",
@@ -268,17 +263,21 @@ class WorkerPool:
                     await self._start_worker(worker)
                 except WorkerStartFailed as exc:
                     log.error("%s", exc)
-                    self._forget(worker)
+                    await self._bury(worker)
                     worker.quick_failures += 1
                     continue
                 break
 
-    def _forget(self, worker: _Worker) -> None:
-        """A dead worker's live gauges leave the sums (its counters stay counted)."""
-        if worker.process is not None and self._metrics_dir is not None:
+    async def _bury(self, worker: _Worker) -> None:
+        """What a dead worker leaves: its live gauges leave the sums (its counters stay counted), its shared memory
+        leaves Triton."""
+        if worker.process is None:
+            return
+        if self._metrics_dir is not None:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(worker.process.pid, self._metrics_dir)
+        await self._release_shared_memory(worker.process.pid)
 
     async def _release_shared_memory(self, pid: int) -> None:
         """Unregisters from Triton the shared-memory regions of a dead worker (named ``switchyard_<pid>_...``).

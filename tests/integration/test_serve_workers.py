@@ -41,6 +41,11 @@ def _requests_ok(metrics_port: int, route: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def _new_connection(target: str) -> grpc.Channel:
+    # A subchannel of its own: otherwise grpc would reuse one connection for every channel.
+    return grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
 def _shm_regions(triton_url: str) -> list[str]:
     import tritonclient.grpc as grpcclient
 
@@ -53,7 +58,7 @@ def _cnn_on_new_connections(target: str) -> None:
     image = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
     request = pb.InferRequest(route="image_cnn", inputs=[from_numpy("image", image)])
     for i in range(CONNECTIONS):
-        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        with _new_connection(target) as channel:
             reply = gateway_pb2_grpc.GatewayStub(channel).Infer(request, timeout=30)
         assert [t.name for t in reply.outputs] == ["probabilities"], f"connection {i}"
 
@@ -62,8 +67,7 @@ def _call_on_new_connections(target: str, images: np.ndarray, expected: np.ndarr
     """One digits call on each of ``CONNECTIONS`` new connections, checked; returns the channels, still open."""
     channels = []
     for i in range(CONNECTIONS):
-        # A subchannel of its own: otherwise grpc would reuse one connection for every channel.
-        channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        channel = _new_connection(target)
         channels.append(channel)
         request = pb.InferRequest(route="digits", inputs=[from_numpy("image", images[i : i + 1])])
         reply = gateway_pb2_grpc.GatewayStub(channel).Infer(request, timeout=10)
