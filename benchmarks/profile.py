@@ -5,7 +5,7 @@ Usage::
     pip install -e '.[bench]'                # py-spy comes with the bench extra
     python -m benchmarks.profile             # c=32 for about 20 s on route "digits", top 15 entries
     python -m benchmarks.profile --native --top 25 --concurrency 8 --duration 30
-    python -m benchmarks.profile --route cnn              # or digits_pipeline (the image pipeline)
+    python -m benchmarks.profile --route cnn              # or digits_pipeline[_batched] (the image pipeline)
 
 It starts the same stack as ``benchmarks.run`` (``stack``: the bundled
 ``digits_logreg`` and ``image_cnn`` in a local Triton, the gateway as its own
@@ -60,8 +60,9 @@ from benchmarks.run import (
     stack,
 )
 
-ROUTES = (ROUTE, CNN_ROUTE, pipeline.ROUTE)
-"""Routes that can be profiled: digits passthrough (default), the CNN passthrough, the image pipeline."""
+ROUTES = (ROUTE, CNN_ROUTE, pipeline.ROUTE, pipeline.BATCHED_ROUTE)
+"""Routes that can be profiled: digits passthrough (default), the CNN passthrough, the image pipeline (plain and
+micro-batched)."""
 
 
 def route_target(route: str, address: str) -> Target:
@@ -76,7 +77,7 @@ def route_target(route: str, address: str) -> Target:
             row_shape=CNN_SHAPE,
             outputs=("probabilities",),
         )
-    if route == pipeline.ROUTE:
+    if route in (pipeline.ROUTE, pipeline.BATCHED_ROUTE):
         from switchyard.models.datasets import digits_png, digits_split
 
         png = digits_png(digits_split().X_test[:1])[0]

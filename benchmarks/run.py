@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.h2load import H2Load
 from benchmarks.loadgen import LoadGenerator, Target, Windows, cpu_seconds, hdr_available, process_tree
 from benchmarks.peers.pipeline import routes_toml
 
@@ -500,8 +501,13 @@ def run(
     out: Path,
     log: Callable[[str], None],
     command: str | None = None,
+    driver: str = "python",
 ) -> dict[str, Any]:
-    """Start the stack, measure every point of ``profile``, write the report; returns it."""
+    """Start the stack, measure every point of ``profile``, write the report; returns it.
+
+    ``driver`` "h2load" drives the closed-loop points with ``h2load.H2Load``
+    (the C load generator; it has no open loop, so no open-loop points).
+    """
     started = datetime.datetime.now(datetime.timezone.utc)
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     results: list[dict[str, Any]] = []
@@ -534,7 +540,8 @@ def run(
                     outputs=("probabilities",),
                 )
             pids = {name: server.pid for name, server in servers.items()}
-            with LoadGenerator(workers=workers, servers=pids, log=log) as generator:
+            generator_class = H2Load if driver == "h2load" else LoadGenerator
+            with generator_class(workers=workers, servers=pids, log=log) as generator:
                 for target in targets.values():
                     generator.probe(target)
                 for concurrency in profile.concurrency:
@@ -550,6 +557,9 @@ def run(
                     log(f"echo (the load generator's ceiling): closed loop, concurrency {concurrency}")
                     results.append(generator.closed_loop(targets["echo"], concurrency, profile.windows))
                 rates = _auto_rates(results) if isinstance(profile.rates, str) else profile.rates
+                if rates and not isinstance(generator, LoadGenerator):
+                    log(f"no open-loop points: {driver} drives closed loops only")
+                    rates = ()
                 for rate in rates:
                     for name in PATHS:
                         log(f"{name}: open loop, {rate:g} requests/s")
@@ -571,6 +581,7 @@ def run(
             "machine": machine(),
             "versions": _versions(),
             "workers": workers,
+            "driver": driver,
             "batch": batch,
             "model": MODEL,
             "route": ROUTE,
@@ -618,6 +629,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rates", help="comma-separated open-loop rates in requests/s, or 'auto' or 'none'")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
     parser.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
+    parser.add_argument(
+        "--driver",
+        choices=("python", "h2load"),
+        default="python",
+        help="load generator: Python processes (default) or h2load (C; closed loop only)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
 
@@ -634,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rates = tuple(float(v) for v in args.rates.split(","))
         profile = replace(profile, rates=rates)
     command = " ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)])
-    run(profile, workers=args.workers, batch=args.batch, out=args.out, log=_stderr, command=command)
+    run(profile, workers=args.workers, batch=args.batch, out=args.out, log=_stderr, command=command, driver=args.driver)
     return 0
 
 

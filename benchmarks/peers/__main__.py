@@ -8,15 +8,19 @@ Usage::
     python -m benchmarks.peers --smoke                # seconds per point: checks the pieces, numbers meaningless
     python -m benchmarks.peers --short --peers fastapi --concurrency 8,32
     python -m benchmarks.peers --short --replicas 2 --peers fastapi,ray   # two serving processes each
+    python -m benchmarks.peers --short --driver h2load   # the load from h2load (C) instead of Python processes
 
 Every contender serves the same pipeline (``pipeline.py``: PNG bytes ->
 decode -> resize -> normalize -> ``digits_logreg`` on one shared local
 Triton -> top-3 with names) with the same op code:
 
 * ``switchyard``: the gateway (its own process, as ``benchmarks.run`` starts
-  it) on route ``digits_pipeline``, gRPC ``Gateway/Infer``; and
+  it) on route ``digits_pipeline``, gRPC ``Gateway/Infer``;
   ``switchyard_batched``, the same gateway on ``digits_pipeline_batched``
-  (gateway-side micro-batching, 2 ms, eager).
+  (gateway-side micro-batching, 2 ms, eager); and ``switchyard_stream``, the
+  batched route through the bidirectional ``Gateway/InferStream`` (one
+  stream per load generator process carrying all of its callers' requests;
+  the Python driver only).
 * ``fastapi`` (peer c): ``fastapi_app.py``, uvicorn, HTTP ``POST /classify``.
 * ``ray`` (peer b): ``ray_app.py``, Ray Serve, one replica, HTTP ``POST /classify``.
 * ``kserve`` (peer a): ``kserve_app.py``, a KServe transformer (its own gRPC
@@ -28,7 +32,14 @@ dependencies); the load generator, Triton and the gateway run from this one.
 Each peer is started only for its own points, and must give the same top-1
 label as Switchyard on the test image before it is measured. The CPU charged
 to a row is Triton's plus that contender's process tree (Ray: its GCS,
-raylet, controller, proxy and replica).
+raylet, controller, proxy and replica). Last, ``echo`` (``floor_proxy.py
+--echo``: a Python gRPC server answering an empty message) at the highest
+concurrency shows the load generator's ceiling.
+
+``--driver h2load`` drives the unary points with the C load generator
+``h2load`` (``benchmarks/h2load.py``, Debian ``nghttp2-client``) instead of
+the Python one: a few tens of CPU-µs per request instead of hundreds, CPU
+the servers get back on a machine they share with the load generator.
 
 ``--replicas N`` gives each contender N serving processes: the gateway
 ``--workers N`` (SO_REUSEPORT), uvicorn ``workers=N`` (one shared listening
@@ -59,6 +70,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.h2load import H2Load
 from benchmarks.loadgen import LoadGenerator, Target, Windows, process_tree
 from benchmarks.peers import pipeline
 from benchmarks.run import (
@@ -82,7 +94,9 @@ PEERS_VENV = Path(__file__).resolve().parent.parent / ".peers-venv"
 REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
 PEERS = ("fastapi", "ray", "kserve")
 """In the order they are measured (cheapest to start first)."""
-SWITCHYARD_PATHS = ("switchyard", "switchyard_batched")
+SWITCHYARD_PATHS = ("switchyard", "switchyard_batched", "switchyard_stream")
+DRIVERS = ("python", "h2load")
+"""The load generators: ``loadgen.LoadGenerator`` (Python processes) or ``h2load.H2Load`` (C, unary only)."""
 _PEER_VERSIONS = ("fastapi", "uvicorn", "ray", "kserve", "grpcio", "protobuf", "numpy", "tritonclient")
 
 
@@ -147,14 +161,18 @@ def _peer_command(name: str, triton_url: str, replicas: int = 1) -> list[str]:
 def _target(name: str, address: str, png: bytes, replicas: int = 1) -> Target:
     if name in ("fastapi", "ray"):
         return Target(name, address, "http", payload=png, path="/classify", outputs=("labels",))
+    if name == "echo":
+        return Target(name, address, "oip", check=False)
     common = {
         "input_name": pipeline.INPUT,
         "payload": png,
         "outputs": pipeline.OUTPUTS,
-        "connections": 1 if replicas == 1 else 4,
+        "connections": 1 if replicas == 1 or name == "switchyard_stream" else 4,
     }
     if name == "kserve":
         return Target(name, address, "oip", model=pipeline.ROUTE, **common)  # type: ignore[arg-type]
+    if name == "switchyard_stream":
+        return Target(name, address, "switchyard_stream", route=pipeline.BATCHED_ROUTE, **common)  # type: ignore[arg-type]
     route = pipeline.BATCHED_ROUTE if name == "switchyard_batched" else pipeline.ROUTE
     return Target(name, address, "switchyard", route=route, **common)  # type: ignore[arg-type]
 
@@ -239,7 +257,7 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     for row in rows:
         peers = [r for r in rows if r["target"] in PEERS and r["load"] == row["load"]]
-        if peers:
+        if peers and row["target"] != "echo":
             best = max(peers, key=lambda r: r["throughput_rps"])
             if best["throughput_rps"]:
                 row["vs_best_peer"] = round(row["throughput_rps"] / best["throughput_rps"], 3)
@@ -292,6 +310,8 @@ def run(
     log: Callable[[str], None],
     command: str | None = None,
     replicas: int = 1,
+    driver: str = "python",
+    echo: bool = True,
 ) -> dict[str, Any]:
     from switchyard.models.build import MODELS, build_repository
     from switchyard.models.datasets import digits_png, digits_split
@@ -322,15 +342,19 @@ def run(
                 *("--workers", str(replicas)),
             ]
             log("starting switchyard")
+            generator = H2Load if driver == "h2load" else LoadGenerator
+            paths = [name for name in SWITCHYARD_PATHS if driver == "python" or name != "switchyard_stream"]
             with (
                 _started("switchyard", gateway_command, work_dir, env) as gateway,
-                LoadGenerator(workers=workers, servers=_servers(triton.pid, "switchyard", gateway.pid), log=log) as gen,
+                generator(workers=workers, servers=_servers(triton.pid, "switchyard", gateway.pid), log=log) as gen,
             ):
-                for name in SWITCHYARD_PATHS:
+                for name in paths:
+                    if name == "switchyard_stream":
+                        continue  # the batched route's answer, checked by the probe below
                     verified[name] = top1(_target(name, gateway.address, png, replicas))
                     log(f"{name}: top-1 {verified[name]!r} (the image is a {expected!r})")
                 reference = verified["switchyard"]
-                for name in SWITCHYARD_PATHS:
+                for name in paths:
                     target = _target(name, gateway.address, png, replicas)
                     gen.probe(target)
                     for c in concurrency:
@@ -350,6 +374,14 @@ def run(
                         for c in concurrency:
                             log(f"{name}: closed loop, concurrency {c}")
                             results.append(gen.closed_loop(target, c, windows))
+                if echo and concurrency:
+                    echo_command = [sys.executable, "-m", "benchmarks.floor_proxy", "--echo"]
+                    with _started("echo", echo_command, work_dir, env) as server:
+                        target, c = _target("echo", server.address, png), max(concurrency)
+                        gen.servers = {"echo": server.pid}
+                        gen.probe(target)
+                        log(f"echo (the load generator's ceiling): closed loop, concurrency {c}")
+                        results.append(gen.closed_loop(target, c, windows))
         finally:
             triton.stop_sync()
         failed = False
@@ -374,11 +406,13 @@ def run(
             top1=verified,
             windows=asdict(windows),
             replicas=replicas,
+            driver=driver,
         ),
         "results": results,
         "comparison": rows,
     }
     per = f", {replicas} serving processes each" if replicas > 1 else ""
+    per += ", load from h2load" if driver == "h2load" else ""
     title = (
         f"image pipeline ({pipeline.MODEL}) on {os.cpu_count()} CPUs{per}, {profile_name} profile, {started:%Y-%m-%d}"
     )
@@ -398,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--replicas", type=int, default=1, help="serving processes of each contender (gateway --workers; default 1)"
     )
+    parser.add_argument(
+        "--driver", choices=DRIVERS, default="python", help="load generator: Python processes or h2load (unary only)"
+    )
+    parser.add_argument("--no-echo", action="store_true", help="skip the echo point (the load generator's ceiling)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     if args.setup:
@@ -421,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log=_stderr,
         command=command,
         replicas=args.replicas,
+        driver=args.driver,
+        echo=not args.no_echo,
     )
     return 0
 
