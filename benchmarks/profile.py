@@ -48,6 +48,7 @@ from pathlib import Path
 from benchmarks.loadgen import LoadGenerator, Target, Windows
 from benchmarks.peers import pipeline
 from benchmarks.run import (
+    BATCHED_ROUTE,
     CNN_MODEL,
     CNN_ROUTE,
     CNN_SHAPE,
@@ -60,9 +61,9 @@ from benchmarks.run import (
     stack,
 )
 
-ROUTES = (ROUTE, CNN_ROUTE, pipeline.ROUTE, pipeline.BATCHED_ROUTE)
-"""Routes that can be profiled: digits passthrough (default), the CNN passthrough, the image pipeline (plain and
-micro-batched)."""
+ROUTES = (ROUTE, BATCHED_ROUTE, CNN_ROUTE, pipeline.ROUTE, pipeline.BATCHED_ROUTE)
+"""Routes that can be profiled: digits passthrough (default) and micro-batched, the CNN passthrough, the image
+pipeline (plain and micro-batched)."""
 
 
 def route_target(route: str, address: str) -> Target:
@@ -209,6 +210,7 @@ def record(
 def profile(
     *,
     route: str = ROUTE,
+    gateway_name: str = "switchyard",
     concurrency: int,
     duration_s: int,
     workers: int,
@@ -229,13 +231,13 @@ def profile(
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-profile-"))
     try:
         with stack(work_dir, log) as servers:
-            gateway = servers["switchyard"]
+            gateway = servers[gateway_name]
             target = route_target(route, gateway.address)
             with LoadGenerator(workers=workers, servers={"switchyard": gateway.pid}, log=log) as generator:
                 generator.probe(target)
                 spy = record(gateway.pid, raw_path, duration_s, rate, native, log)
                 time.sleep(0.5)  # let py-spy attach before the load starts
-                log(f"switchyard ({route}): closed loop, concurrency {concurrency}, about {duration_s} s")
+                log(f"{gateway_name} ({route}): closed loop, concurrency {concurrency}, about {duration_s} s")
                 result = generator.closed_loop(target, concurrency, windows)
                 spy_output, _ = spy.communicate(timeout=duration_s + 60)
                 if spy.returncode != 0 or not raw_path.exists():
@@ -251,6 +253,7 @@ def profile(
     header = [
         f"python -m benchmarks.profile --concurrency {concurrency} --duration {duration_s} --rate {rate}"
         + (f" --route {route}" if route != ROUTE else "")
+        + (f" --gateway {gateway_name}" if gateway_name != "switchyard" else "")
         + (" --native" if native else ""),
         f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs ({_cpu_model()}), {platform.platform()}, "
         f"Python {platform.python_version()}, "
@@ -281,6 +284,12 @@ def profile(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--route", choices=ROUTES, default=ROUTE, help=f"route to load (default {ROUTE})")
+    parser.add_argument(
+        "--gateway",
+        choices=("switchyard", "switchyard_shm"),
+        default="switchyard",
+        help="gateway process to sample: the plain one (default) or the one with --triton-shared-memory system",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop callers (default 32)")
     parser.add_argument("--duration", type=int, default=20, help="seconds of load and sampling (default 20)")
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
@@ -293,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--duration must be at least 5 s")
     profile(
         route=args.route,
+        gateway_name=args.gateway,
         concurrency=args.concurrency,
         duration_s=args.duration,
         workers=args.workers,
