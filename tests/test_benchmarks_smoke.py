@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from benchmarks.loadgen import LatencyHistogram, LoadGenerator, LogHistogram, Target, Windows, agreement, converged
+from benchmarks.peers import peers_python
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LATENCY_KEYS = {"p50", "p90", "p99", "max"}
@@ -211,24 +213,32 @@ def test_peer_pipeline_is_the_routes_file_and_runs_the_gateway_ops(tmp_path: Pat
 
 @pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec("pytriton") is None, reason="needs the triton extra")
-@pytest.mark.skipif(
-    not (REPO_ROOT / "benchmarks" / ".peers-venv" / "bin" / "python").exists(),
-    reason="no peers' environment (python -m benchmarks.peers --setup)",
-)
-def test_peers_smoke_verifies_and_measures_a_peer(tmp_path: Path) -> None:
+@pytest.mark.skipif(not peers_python().exists(), reason="no peers' environment (python -m benchmarks.peers --setup)")
+@pytest.mark.parametrize("driver", ["python", "h2load"])
+def test_peers_smoke_verifies_and_measures_a_peer(tmp_path: Path, driver: str) -> None:
+    if driver == "h2load" and shutil.which("h2load") is None:
+        pytest.skip("h2load (Debian nghttp2-client) is absent")
     command = [sys.executable, "-m", "benchmarks.peers", "--smoke", "--peers", "fastapi", "--concurrency", "2"]
     completed = subprocess.run(
-        [*command, "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        [*command, "--driver", driver, "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     (report_path,) = tmp_path.glob("peers-smoke-*.json")
     report = json.loads(report_path.read_text())
+    assert report["meta"]["driver"] == driver
     assert set(report["meta"]["top1"]) == {"switchyard", "switchyard_batched", "fastapi"}
     assert len(set(report["meta"]["top1"].values())) == 1
     points = {(r["target"], r["concurrency"]) for r in report["results"]}
-    assert points == {("switchyard", 2), ("switchyard_batched", 2), ("fastapi", 2)}
+    paths = {"switchyard", "switchyard_batched", "fastapi", "echo"} | (
+        {"switchyard_stream"} if driver == "python" else set()
+    )
+    assert points == {(path, 2) for path in paths}
     for result in report["results"]:
         assert result["requests"] > 0 and result["errors"] == {}, result
     rows = {row["target"]: row for row in report["comparison"]}
-    assert rows["fastapi"]["vs_best_peer"] == 1.0
+    assert rows["fastapi"]["vs_best_peer"] == 1.0 and rows["echo"]["vs_best_peer"] is None
     assert rows["switchyard"]["total_cpu_us_per_request"] is not None

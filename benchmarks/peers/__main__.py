@@ -72,7 +72,7 @@ from typing import Any
 
 from benchmarks.h2load import H2Load
 from benchmarks.loadgen import LoadGenerator, Target, Windows, process_tree
-from benchmarks.peers import pipeline
+from benchmarks.peers import PEERS_VENV, peers_python, pipeline
 from benchmarks.run import (
     _STARTUP_TIMEOUT_S,
     DEFAULT_OUT,
@@ -89,8 +89,6 @@ from benchmarks.run import (
     write_report,
 )
 
-PEERS_VENV = Path(__file__).resolve().parent.parent / ".peers-venv"
-"""The peers' environment (git-ignored)."""
 REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
 PEERS = ("fastapi", "ray", "kserve")
 """In the order they are measured (cheapest to start first)."""
@@ -98,10 +96,6 @@ SWITCHYARD_PATHS = ("switchyard", "switchyard_batched", "switchyard_stream")
 DRIVERS = ("python", "h2load")
 """The load generators: ``loadgen.LoadGenerator`` (Python processes) or ``h2load.H2Load`` (C, unary only)."""
 _PEER_VERSIONS = ("fastapi", "uvicorn", "ray", "kserve", "grpcio", "protobuf", "numpy", "tritonclient")
-
-
-def peers_python() -> Path:
-    return PEERS_VENV / "bin" / "python"
 
 
 def setup(log: Callable[[str], None]) -> None:

@@ -1,0 +1,170 @@
+"""The whole benchmark suite, one part after another, with one index of every part's report.
+
+Usage::
+
+    python -m benchmarks.suite --short          # every part's short profile (about 20 minutes on 2 CPUs)
+    python -m benchmarks.suite                  # every part's full profile
+    python -m benchmarks.suite --smoke          # seconds per point: checks that every part runs
+    python -m benchmarks.suite --short --driver h2load    # run and peers driven by h2load
+    python -m benchmarks.suite --short --only run,peers   # some parts
+
+The parts, in order (each its own process, each starting and stopping its
+own Triton and servers, so one part's load never overlaps another's):
+
+1. ``run``: Triton direct, the floor, the gateway and its micro-batched
+   route on digits, then the CNN (``benchmarks.run``);
+2. ``triton_features``: dynamic batching on/off and one/two instances
+   (``benchmarks.triton_features``);
+3. ``patterns``: fan-out, caches, coalescing, streaming, workers
+   (``benchmarks.patterns``);
+4. ``peers``: the image pipeline against FastAPI, Ray Serve and KServe
+   (``benchmarks.peers``), when the peers' environment exists
+   (``python -m benchmarks.peers --setup``); otherwise skipped, and the index
+   says so.
+
+``--driver h2load`` is passed to the parts that take it (``run``, ``peers``).
+A part that fails does not stop the others; the suite then exits 1 and the
+index names it. Writes ``suite-<profile>-<time>.md`` (every part's command,
+outcome and table) and ``.json`` (the same, with each part's report files)
+into ``benchmarks/results/`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.peers import PEERS_VENV, peers_python
+from benchmarks.run import DEFAULT_OUT, REPO_ROOT, _stderr
+
+PARTS = ("run", "triton_features", "patterns", "peers")
+"""In the order they run."""
+DRIVEN = ("run", "peers")
+"""The parts that take ``--driver``."""
+PROFILES = ("full", "short", "smoke")
+
+
+@dataclass
+class Step:
+    """One part of the suite: the command that runs it, or why it does not run."""
+
+    part: str
+    command: list[str]
+    skipped: str | None = None
+    returncode: int | None = None
+    seconds: float = 0.0
+    reports: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.skipped is None and self.returncode != 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "part": self.part,
+            "command": " ".join(["python", *self.command[1:]]),
+            "skipped": self.skipped,
+            "returncode": self.returncode,
+            "seconds": round(self.seconds, 1),
+            "reports": self.reports,
+        }
+
+
+def plan(
+    profile: str, parts: Sequence[str], *, driver: str, out: Path, peers_ready: bool, python: str = sys.executable
+) -> list[Step]:
+    """The steps of a suite run, in order; ``peers`` is skipped (with the reason) unless ``peers_ready``."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
+    steps = []
+    for part in PARTS:
+        if part not in parts:
+            continue
+        command = [python, "-m", f"benchmarks.{part}", "--out", str(out)]
+        if profile != "full":
+            command.append(f"--{profile}")
+        if part in DRIVEN and driver != "python":
+            command += ["--driver", driver]
+        skipped = None
+        if part == "peers" and not peers_ready:
+            skipped = f"no peers' environment at {PEERS_VENV} (python -m benchmarks.peers --setup makes it)"
+        steps.append(Step(part, command, skipped))
+    return steps
+
+
+def run_steps(steps: Sequence[Step], out: Path, log: Callable[[str], None]) -> None:
+    """Run each step not skipped, in turn, recording its outcome and the report files it wrote into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        if step.skipped:
+            log(f"suite: {step.part} skipped: {step.skipped}")
+            continue
+        log(f"suite: {step.part}: {' '.join(step.command[1:])}")
+        before = set(out.iterdir())
+        started = time.monotonic()
+        step.returncode = subprocess.run(step.command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL).returncode
+        step.seconds = time.monotonic() - started
+        step.reports = sorted(path.name for path in set(out.iterdir()) - before)
+        log(f"suite: {step.part} {'failed' if step.failed else 'done'} in {step.seconds:.0f} s")
+
+
+def index_markdown(steps: Sequence[Step], out: Path, title: str) -> str:
+    """The suite's index: every part's command and outcome, then each part's own table."""
+    lines = [title, "", "| part | outcome | seconds | command |", "|---|---|---|---|"]
+    for step in steps:
+        outcome = "skipped" if step.skipped else ("failed" if step.failed else "done")
+        seconds = "–" if step.skipped else f"{step.seconds:.0f}"
+        lines.append(f"| {step.part} | {outcome} | {seconds} | `{step.to_json()['command']}` |")
+    for step in steps:
+        lines += ["", f"## {step.part}", ""]
+        if step.skipped:
+            lines.append(f"Skipped: {step.skipped}.")
+            continue
+        tables = [name for name in step.reports if name.endswith(".md")]
+        if step.failed:
+            lines.append(f"Failed (exit status {step.returncode}); its output is above the index in the log.")
+        lines += [(out / name).read_text().rstrip() for name in tables] or ["No report written."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--short", action="store_true", help="every part's short profile")
+    size.add_argument("--smoke", action="store_true", help="every part's smoke profile: checks the pieces, not speed")
+    parser.add_argument("--only", help=f"comma-separated parts, of {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--driver", choices=("python", "h2load"), default="python", help="load generator of run, peers")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+    profile = "short" if args.short else "smoke" if args.smoke else "full"
+    parts = [p for p in args.only.split(",") if p] if args.only else list(PARTS)
+    try:
+        steps = plan(profile, parts, driver=args.driver, out=args.out, peers_ready=peers_python().exists())
+    except ValueError as exc:
+        parser.error(str(exc))
+    started = datetime.datetime.now(datetime.timezone.utc)
+    run_steps(steps, args.out, _stderr)
+    stem = args.out / f"suite-{profile}-{started:%Y%m%d-%H%M%S}"
+    title = f"# Benchmark suite, {profile} profile, {started:%Y-%m-%d %H:%M} UTC"
+    stem.with_suffix(".md").write_text(index_markdown(steps, args.out, title))
+    index = {"started": started.isoformat(timespec="seconds"), "profile": profile, "driver": args.driver}
+    index["parts"] = [step.to_json() for step in steps]
+    stem.with_suffix(".json").write_text(json.dumps(index, indent=2) + "\n")
+    failed = [step.part for step in steps if step.failed]
+    _stderr(f"suite: wrote {stem.with_suffix('.md')}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
