@@ -18,8 +18,10 @@ generator's own ceiling. Then, with the load generator of ``loadgen.py``, at
 each concurrency in turn it measures the three paths to the same model with
 the same request (one row of 64 FP32 pixels): ``triton`` (ModelInfer on
 Triton's port), ``floor`` (the same bytes through the floor), ``switchyard``
-(``Gateway/Infer`` on route ``digits``) and ``switchyard_batched`` (the same
-gateway, route ``digits_batched``: gateway-side micro-batching, 2 ms).
+(``Gateway/Infer`` on route ``digits``), ``switchyard_batched`` (the same
+gateway, route ``digits_batched``: gateway-side micro-batching, 2 ms) and
+``switchyard_batched_stream`` (that route over ``Gateway/InferStream``, one
+stream per load generator process; not with ``--driver h2load``).
 Then the compute-heavy CNN (one FP32 [3, 224, 224] image per request) the same
 three ways, ``cnn_triton``, ``cnn_floor`` and ``cnn_switchyard`` (route
 ``cnn``), plus ``cnn_switchyard_shm``: a second gateway process, the same but
@@ -83,8 +85,10 @@ model = "{CNN_MODEL}"
 """
 PATHS = ("triton", "floor", "switchyard")
 """The three ways to the model, in the order they are measured at each concurrency (closed and open loop)."""
-CLOSED_ONLY = ("switchyard_batched",)
-"""Measured after PATHS at each closed-loop concurrency: the gateway's micro-batched route."""
+CLOSED_ONLY = ("switchyard_batched", "switchyard_batched_stream")
+"""Measured after PATHS at each closed-loop concurrency: the gateway's micro-batched route over unary calls, and over
+``InferStream`` (one bidirectional stream per load generator process; not with h2load, which has no streams)."""
+STREAMED = ("switchyard_batched_stream",)
 CNN_PATHS = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm")
 """The same three ways to the compute-heavy CNN, and the gateway with shared memory to Triton
 (closed loop only, at the profile's ``cnn_concurrency``)."""
@@ -94,6 +98,7 @@ PROXY_OF = {
     "floor": "floor",
     "switchyard": "switchyard",
     "switchyard_batched": "switchyard",
+    "switchyard_batched_stream": "switchyard",
     "echo": "echo",
     "cnn_triton": None,
     "cnn_floor": "floor",
@@ -520,13 +525,16 @@ def run(
                 name: Target(
                     name,
                     addresses[PROXY_OF[name] or "triton"],
-                    "switchyard" if PROXY_OF[name] == "switchyard" else "oip",
+                    ("switchyard_stream" if name in STREAMED else "switchyard")
+                    if PROXY_OF[name] == "switchyard"
+                    else "oip",
                     model=MODEL,
-                    route=BATCHED_ROUTE if name == "switchyard_batched" else ROUTE,
+                    route=BATCHED_ROUTE if name.startswith("switchyard_batched") else ROUTE,
                     batch=batch,
                     check=name != "echo",
                 )
                 for name in (*PATHS, *CLOSED_ONLY, "echo")
+                if name not in STREAMED or driver == "python"
             }
             for name in CNN_PATHS:
                 targets[name] = Target(
@@ -546,6 +554,8 @@ def run(
                     generator.probe(target)
                 for concurrency in profile.concurrency:
                     for name in (*PATHS, *CLOSED_ONLY):
+                        if name not in targets:
+                            continue  # a stream, with h2load
                         log(f"{name}: closed loop, concurrency {concurrency}")
                         results.append(generator.closed_loop(targets[name], concurrency, profile.windows))
                 for concurrency in profile.cnn_concurrency:

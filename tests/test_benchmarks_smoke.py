@@ -142,7 +142,8 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
 
     results = report["results"]
     closed = {(r["target"], r["concurrency"]) for r in results if r["mode"] == "closed"}
-    assert {(path, c) for path in ("triton", "floor", "switchyard") for c in (1, 4)} <= closed
+    paths = ("triton", "floor", "switchyard", "switchyard_batched", "switchyard_batched_stream")
+    assert {(path, c) for path in paths for c in (1, 4)} <= closed
     assert ("echo", 4) in closed
     assert {r["target"] for r in results if r["mode"] == "open"} == {"triton", "floor", "switchyard"}
     for result in results:
