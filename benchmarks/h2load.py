@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import (
+    STREAMING,
     LatencyHistogram,
     LoadGeneratorError,
     Target,
@@ -289,7 +290,7 @@ class H2Load:
 
 
 def _supported(target: Target) -> None:
-    if target.protocol == "switchyard_stream" or target.then:
+    if target.protocol in STREAMING or target.then:
         raise ValueError(f"{target.name}: h2load drives unary calls only (no streams, no sequences)")
     if target.protocol != "http" and target.protocol not in ("oip", "switchyard"):
         raise ValueError(f"{target.name}: protocol {target.protocol!r} is not one h2load drives")

@@ -69,11 +69,16 @@ PROTOCOL_METHODS = {
     "oip": "/inference.GRPCInferenceService/ModelInfer",
     "switchyard": "/switchyard.v1.Gateway/Infer",
     "switchyard_stream": "/switchyard.v1.Gateway/InferStream",
+    "oip_stream": "/inference.GRPCInferenceService/ModelStreamInfer",
     "http": "POST",
 }
 """The method each protocol calls. ``oip``: the Open Inference Protocol (Triton, the floor proxy, a KServe
 model server); ``switchyard_stream``: the gateway's requests on one bidirectional ``InferStream`` per worker;
+``oip_stream``: Open Inference Protocol requests on one ``ModelStreamInfer`` per worker (Triton's streaming RPC);
 ``http``: an HTTP/1.1 POST of the payload's bytes to ``Target.path`` (the HTTP peers)."""
+
+STREAMING = ("switchyard_stream", "oip_stream")
+"""Protocols whose calls share one bidirectional stream per worker (``StreamCaller``)."""
 
 DEFAULT_TOLERANCE = 0.10
 HISTOGRAM_MAX_US = 600_000_000
@@ -281,7 +286,7 @@ class Target:
             raise ValueError(f"unknown protocol {self.protocol!r}; one of {', '.join(PROTOCOL_METHODS)}")
         if self.connections < 1:
             raise ValueError(f"connections must be at least 1, got {self.connections}")
-        if self.connections > 1 and self.protocol in ("http", "switchyard_stream"):
+        if self.connections > 1 and self.protocol in STREAMING + ("http",):
             raise ValueError("connections > 1 is for unary gRPC protocols")
         if self.then and self.protocol != "switchyard":
             raise ValueError("then (a sequence of routes) needs the switchyard protocol")
@@ -313,7 +318,7 @@ class Target:
                 f"Content-Length: {len(self.payload or b'')}\r\n\r\n"
             )
             return head.encode("ascii") + (self.payload or b"")
-        if self.protocol == "oip":
+        if self.protocol in ("oip", "oip_stream"):
             from tritonclient.grpc import service_pb2
 
             request = service_pb2.ModelInferRequest(model_name=self.model)
@@ -341,9 +346,14 @@ class Target:
                 return f"answer is not JSON: {data[:200]!r}"
             missing = [name for name in self.outputs if not isinstance(answer, dict) or not answer.get(name)]
             return f"answer lacks outputs {missing}: {answer!r}" if missing else None
-        if self.protocol == "oip":
+        if self.protocol in ("oip", "oip_stream"):
             from tritonclient.grpc import service_pb2
 
+            if self.protocol == "oip_stream":
+                message = service_pb2.ModelStreamInferResponse.FromString(data)
+                if message.error_message:
+                    return f"stream answer is an error: {message.error_message}"
+                data = message.infer_response.SerializeToString()
             reply = service_pb2.ModelInferResponse.FromString(data)
             if reply.raw_output_contents:
                 if len(reply.raw_output_contents) != len(reply.outputs):
@@ -777,18 +787,22 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
 
 
 class StreamCaller:
-    """Calls over one bidirectional ``Gateway/InferStream``: every caller's request in flight on the same stream.
+    """Calls over one bidirectional stream: every caller's request in flight on the same stream.
 
-    The streaming counterpart of a ``grpc.aio`` unary callable (same call
-    signature; bytes in, the ``StreamInferResponse``'s bytes out). The stream
-    opens on the first call, and again after it breaks. Each call appends its
-    own ``request_id`` to the pre-serialized request (protobuf keeps the last
-    value of a field) and waits for the answer carrying it; only that id (the
-    answer's first field) is read from answers during measurement.
+    ``Gateway/InferStream`` by default; with ``oip`` Triton's
+    ``ModelStreamInfer``. The streaming counterpart of a ``grpc.aio`` unary
+    callable (same call signature; bytes in, the stream answer's bytes out).
+    The stream opens on the first call, and again after it breaks. Each call
+    appends its own id to the pre-serialized request (protobuf keeps the last
+    value of a field: ``InferRequest.request_id``, field 2, or
+    ``ModelInferRequest.id``, field 3) and waits for the answer carrying it;
+    only that id is read from answers during measurement.
     """
 
-    def __init__(self, channel: Any, method: str) -> None:
+    def __init__(self, channel: Any, method: str, *, oip: bool = False) -> None:
         self._method = channel.stream_stream(method)  # no serializers: bytes in, bytes out
+        self._oip = oip
+        self._id_tag = b"\x1a" if oip else b"\x12"
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}
@@ -806,32 +820,50 @@ class StreamCaller:
                     if self._call is None:
                         self._call = self._method(wait_for_ready=wait_for_ready)
                         self._reader = asyncio.ensure_future(self._read(self._call))
-                    await self._call.write(request + b"\x12" + bytes([len(request_id)]) + request_id)
+                    await self._call.write(request + self._id_tag + bytes([len(request_id)]) + request_id)
                 return await future
         finally:
             self._pending.pop(request_id, None)
 
-    async def _read(self, call: Any) -> None:
+    def _answer_of(self, data: bytes) -> tuple[bytes, Exception | None]:
+        """The request id an answer carries, and the error it reports (None for a response)."""
+        if self._oip:  # ModelStreamInferResponse: 1 error_message, 2 infer_response (whose field 3 is the id)
+            error = _field(data, 1)
+            response = _field(data, 2) or b""
+            request_id = _field(response, 3) or b""
+            return request_id, StreamStatusError("TRITON_ERROR", error.decode(errors="replace")) if error else None
+        if data[:1] == b"\x0a":  # InferStream: field 1, request_id, comes first; field 3 is the error status
+            size, at = _varint(data, 1)
+            request_id, error = data[at : at + size], data[at + size : at + size + 1] == b"\x1a"
+        else:
+            from switchyard.v1 import gateway_pb2
+
+            message = gateway_pb2.StreamInferResponse.FromString(data)
+            request_id, error = message.request_id.encode(), message.HasField("error")
+        if not error:
+            return request_id, None
         import grpc
 
         from switchyard.v1 import gateway_pb2
 
+        status = gateway_pb2.StreamInferResponse.FromString(data).error
+        codes = {code.value[0]: code.name for code in grpc.StatusCode}
+        return request_id, StreamStatusError(codes.get(status.code, str(status.code)), status.message)
+
+    async def _read(self, call: Any) -> None:
+        import grpc
+
         failure: BaseException = RuntimeError("the stream ended")
         try:
             while (data := await call.read()) is not grpc.aio.EOF:
-                if data[:1] == b"\x0a":  # field 1, request_id, comes first
-                    size, at = _varint(data, 1)
-                    request_id, error = data[at : at + size], data[at + size : at + size + 1] == b"\x1a"
-                else:
-                    message = gateway_pb2.StreamInferResponse.FromString(data)
-                    request_id, error = message.request_id.encode(), message.HasField("error")
+                request_id, error = self._answer_of(data)
                 future = self._pending.get(request_id)
                 if future is None or future.done():
+                    if error is not None and not request_id:
+                        raise error  # an error that names no request: the stream is of no further use
                     continue
-                if error:
-                    status = gateway_pb2.StreamInferResponse.FromString(data).error
-                    codes = {code.value[0]: code.name for code in grpc.StatusCode}
-                    future.set_exception(StreamStatusError(codes.get(status.code, str(status.code)), status.message))
+                if error is not None:
+                    future.set_exception(error)
                 else:
                     future.set_result(data)
         except Exception as exc:  # the stream broke: every call waiting on it fails with the reason
@@ -849,6 +881,28 @@ class StreamCaller:
             self._call = None
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def _field(data: bytes, number: int) -> bytes | None:
+    """The bytes of the last length-delimited field ``number`` of a serialized message (None when absent)."""
+    found, at = None, 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        wire = key & 7
+        if wire == 0:
+            _, at = _varint(data, at)
+        elif wire == 1:
+            at += 8
+        elif wire == 5:
+            at += 4
+        elif wire == 2:
+            size, at = _varint(data, at)
+            if key >> 3 == number:
+                found = data[at : at + size]
+            at += size
+        else:
+            raise ValueError(f"wire type {wire} in a stream answer")
+    return found
 
 
 def _round_robin(calls: Sequence[Callable[..., Any]]) -> Callable[..., Any]:
@@ -1038,9 +1092,9 @@ async def _worker(conn: Connection) -> None:
                             target.address, options=channel_options()
                         )
                 channel = channels[target.address, 0]
-                if target.protocol == "switchyard_stream":
+                if target.protocol in STREAMING:
                     if target not in streams:
-                        streams[target] = StreamCaller(channel, target.method)
+                        streams[target] = StreamCaller(channel, target.method, oip=target.protocol == "oip_stream")
                     call = streams[target]
                 else:
                     # No serializers: bytes in, bytes out.

@@ -21,7 +21,10 @@ Triton's port), ``floor`` (the same bytes through the floor), ``switchyard``
 (``Gateway/Infer`` on route ``digits``), ``switchyard_batched`` (the same
 gateway, route ``digits_batched``: gateway-side micro-batching, 2 ms) and
 ``switchyard_batched_stream`` (that route over ``Gateway/InferStream``, one
-stream per load generator process; not with ``--driver h2load``).
+stream per load generator process), and over streams as well ``triton_stream``
+(Triton's own ``ModelStreamInfer``) and ``switchyard_stream`` (route ``digits``
+over ``InferStream``); every stream path is compared with ``triton_stream``
+(not with ``--driver h2load``, which has no streams).
 Then the compute-heavy CNN (one FP32 [3, 224, 224] image per request) the same
 three ways, ``cnn_triton``, ``cnn_floor`` and ``cnn_switchyard`` (route
 ``cnn``), plus ``cnn_switchyard_shm``: a second gateway process, the same but
@@ -85,10 +88,12 @@ model = "{CNN_MODEL}"
 """
 PATHS = ("triton", "floor", "switchyard")
 """The three ways to the model, in the order they are measured at each concurrency (closed and open loop)."""
-CLOSED_ONLY = ("switchyard_batched", "switchyard_batched_stream")
-"""Measured after PATHS at each closed-loop concurrency: the gateway's micro-batched route over unary calls, and over
-``InferStream`` (one bidirectional stream per load generator process; not with h2load, which has no streams)."""
-STREAMED = ("switchyard_batched_stream",)
+CLOSED_ONLY = ("switchyard_batched", "triton_stream", "switchyard_stream", "switchyard_batched_stream")
+"""Measured after PATHS at each closed-loop concurrency: the gateway's micro-batched route; then over one
+bidirectional stream per load generator process (not with h2load, which has no streams): Triton's
+``ModelStreamInfer``, and the gateway's ``InferStream`` on the plain and the micro-batched route."""
+STREAMED = ("triton_stream", "switchyard_stream", "switchyard_batched_stream")
+"""The paths over a stream; each is compared with ``triton_stream``."""
 CNN_PATHS = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm")
 """The same three ways to the compute-heavy CNN, and the gateway with shared memory to Triton
 (closed loop only, at the profile's ``cnn_concurrency``)."""
@@ -99,6 +104,8 @@ PROXY_OF = {
     "switchyard": "switchyard",
     "switchyard_batched": "switchyard",
     "switchyard_batched_stream": "switchyard",
+    "triton_stream": None,
+    "switchyard_stream": "switchyard",
     "echo": "echo",
     "cnn_triton": None,
     "cnn_floor": "floor",
@@ -109,8 +116,10 @@ PROXY_OF = {
 
 
 def direct_of(target: str) -> str:
-    """The direct-Triton path that ``target`` is compared with (same model)."""
-    return "cnn_triton" if target.startswith("cnn_") else "triton"
+    """The direct-Triton path that ``target`` is compared with (same model; a stream with Triton's stream)."""
+    if target.startswith("cnn_"):
+        return "cnn_triton"
+    return "triton_stream" if target in STREAMED else "triton"
 
 
 _SERVING = re.compile(r"serving on (\S+):(\d+)")
@@ -284,8 +293,12 @@ def _cpu_cost(result: dict[str, Any], proxy: str | None) -> float | None:
 
 
 def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per point, with ratios and differences against ``triton`` at the same mode and load."""
-    direct = {(r["target"], r["mode"], _load_of(r)): r for r in results if r["target"] in ("triton", "cnn_triton")}
+    """One row per point, with ratios and differences against its direct path (``direct_of``), same mode and load."""
+    direct = {
+        (r["target"], r["mode"], _load_of(r)): r
+        for r in results
+        if r["target"] in ("triton", "triton_stream", "cnn_triton")
+    }
     rows = []
     for result in results:
         base = direct.get((direct_of(result["target"]), result["mode"], _load_of(result)))
@@ -525,9 +538,8 @@ def run(
                 name: Target(
                     name,
                     addresses[PROXY_OF[name] or "triton"],
-                    ("switchyard_stream" if name in STREAMED else "switchyard")
-                    if PROXY_OF[name] == "switchyard"
-                    else "oip",
+                    ("switchyard" if PROXY_OF[name] == "switchyard" else "oip")
+                    + ("_stream" if name in STREAMED else ""),
                     model=MODEL,
                     route=BATCHED_ROUTE if name.startswith("switchyard_batched") else ROUTE,
                     batch=batch,

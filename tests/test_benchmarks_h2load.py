@@ -129,6 +129,7 @@ def test_streams_and_sequences_are_refused() -> None:
     with H2Load() as driver:
         for target in (
             Target("s", "127.0.0.1:1", "switchyard_stream"),
+            Target("t", "127.0.0.1:1", "oip_stream"),
             Target("q", "127.0.0.1:1", "switchyard", then=("digits",)),
         ):
             with pytest.raises(ValueError, match="unary calls only"):

@@ -142,8 +142,9 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
 
     results = report["results"]
     closed = {(r["target"], r["concurrency"]) for r in results if r["mode"] == "closed"}
-    paths = ("triton", "floor", "switchyard", "switchyard_batched", "switchyard_batched_stream")
-    assert {(path, c) for path in paths for c in (1, 4)} <= closed
+    paths = ("triton", "floor", "switchyard", "switchyard_batched")
+    streams = ("triton_stream", "switchyard_stream", "switchyard_batched_stream")
+    assert {(path, c) for path in (*paths, *streams) for c in (1, 4)} <= closed
     assert ("echo", 4) in closed
     assert {r["target"] for r in results if r["mode"] == "open"} == {"triton", "floor", "switchyard"}
     for result in results:
@@ -158,6 +159,11 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
         assert {"throughput_vs_direct", "added_p50_ms", "added_p99_ms", "proxy_cpu_us_per_request"} <= set(row)
         assert row["throughput_vs_direct"] is not None and row["proxy_cpu_us_per_request"] is not None
     assert "| c=1 | switchyard" in completed.stdout
+    # Streams are compared with Triton's own stream (ModelStreamInfer), not with unary calls to it.
+    assert rows[("closed", 4, "triton_stream")]["throughput_vs_direct"] == 1.0
+    for path in streams[1:]:
+        row, base = rows[("closed", 4, path)], rows[("closed", 4, "triton_stream")]
+        assert row["throughput_vs_direct"] == round(row["throughput_rps"] / base["throughput_rps"], 3)
 
     # The compute-heavy CNN, the same three ways, each compared with Triton called directly on the CNN.
     cnn_paths = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm")
