@@ -44,7 +44,7 @@ Besides throughput, latency and CPU per request (gateway and Triton), every
 row gives Triton's own count of requests and of model executions per 1000
 requests of the load (its inference statistics, read at each window
 boundary): a Triton execution may hold several requests (dynamic batching).
-Writes ``patterns-<profile>-<time>.json`` and ``.md`` into
+Writes ``patterns-<profile>-<time>.json``, ``.md`` and ``.png`` (with matplotlib) into
 ``benchmarks/results/`` (or ``--out``).
 """
 

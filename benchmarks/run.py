@@ -409,8 +409,11 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return render_table(header, rows, cells)
 
 
-def plot(results: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
-    """Latency (p50 and p99) against throughput, one line per path; False when matplotlib is missing."""
+def plot(results: Sequence[dict[str, Any]], path: Path, title: str, targets: Sequence[str] | None = None) -> bool:
+    """Latency (p50 and p99) against throughput, one line per path; False when matplotlib is missing.
+
+    ``targets`` orders the lines (default: this module's paths); each is drawn from its closed-loop points.
+    """
     try:
         import matplotlib
 
@@ -420,7 +423,7 @@ def plot(results: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
     except ImportError:
         return False
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
-    for target in (*PATHS, *CLOSED_ONLY, "echo", *CNN_PATHS):
+    for target in targets if targets is not None else (*PATHS, *CLOSED_ONLY, "echo", *CNN_PATHS):
         points = sorted(
             (r for r in results if r["target"] == target and r["mode"] == "closed"), key=lambda r: r["concurrency"]
         )
@@ -491,11 +494,19 @@ def report_meta(started: datetime.datetime, profile: str, command: str, workers:
 def write_report(
     out: Path, prefix: str, report: dict[str, Any], title: str, table: str, log: Callable[[str], None]
 ) -> None:
-    """Write ``report`` as ``out/<prefix>-<start time>.json``, ``title`` and ``table`` as ``.md``; print the table."""
+    """Write ``report`` as ``out/<prefix>-<start time>.json``, ``title`` and ``table`` as ``.md``; print the table.
+
+    With matplotlib, the closed-loop points of ``report["results"]`` are also plotted (``.png``: latency against
+    throughput, one line per target, in the order they were measured).
+    """
     started = datetime.datetime.fromisoformat(report["meta"]["started"])
     stem = f"{prefix}-{started:%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     report["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md"}
+    results = report.get("results", [])
+    targets = list(dict.fromkeys(result["target"] for result in results))
+    if targets and plot(results, out / f"{stem}.png", title, targets):
+        report["files"]["plot"] = f"{stem}.png"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text(f"{title}\n\n{table}\n")
     print(table, flush=True)

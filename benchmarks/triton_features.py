@@ -26,7 +26,7 @@ Triton's gRPC port (``ModelInfer``, one row of 64 FP32 pixels, as the
 throughput, latency and Triton's CPU per request, each row gives the mean
 number of requests Triton executed together (from its ``nv_inference_count``
 and ``nv_inference_exec_count`` metrics over the point). Writes
-``triton-features-<profile>-<time>.json`` and ``.md`` into
+``triton-features-<profile>-<time>.json``, ``.md`` and ``.png`` (with matplotlib) into
 ``benchmarks/results/`` (or ``--out``).
 """
 

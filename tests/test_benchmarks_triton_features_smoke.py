@@ -42,6 +42,8 @@ def test_triton_features_smoke_measures_every_variant(tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     for name in report["files"].values():
         assert (tmp_path / name).is_file()
+    if importlib.util.find_spec("matplotlib") is not None:  # latency against throughput, as PNG
+        assert (tmp_path / report["files"]["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     rows = {row["model"]: row for row in report["comparison"]}
     assert set(rows) == set(VARIANT_MODELS)

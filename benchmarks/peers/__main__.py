@@ -47,8 +47,8 @@ socket), Ray Serve ``num_replicas=N`` (behind its one HTTP proxy) and KServe
 ``--workers N`` (which multiplies its REST server only; its gRPC server, the
 one measured here, stays one process). With N > 1 each load generator
 process opens 4 gRPC connections to a gRPC contender, so the kernel has
-connections to spread (HTTP callers have a connection each). Writes ``peers-<profile>-<time>.json``
-and ``.md`` into ``benchmarks/results/`` (or ``--out``).
+connections to spread (HTTP callers have a connection each). Writes ``peers-<profile>-<time>.json``,
+``.md`` and ``.png`` (latency against throughput, with matplotlib) into ``benchmarks/results/`` (or ``--out``).
 """
 
 from __future__ import annotations
