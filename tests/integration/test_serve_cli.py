@@ -6,8 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +19,7 @@ from switchyard.client.tensors import from_numpy
 from switchyard.models.datasets import digits_split
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from tests.integration.serve_process import running_serve
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -41,28 +40,9 @@ def test_serve_answers_and_stops_cleanly(model_repository: Path, tmp_path: Path)
     # A copy of its own, so the Triton started by `serve` can be told apart.
     repo = tmp_path / "repo"
     subprocess.run(["cp", "-r", str(model_repository), str(repo)], check=True)
-    exe = os.path.join(sys.exec_prefix, "bin", "switchyard")
-    proc = subprocess.Popen(
-        [exe, "serve", "--model-repository", str(repo), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        port = None
-        lines = []
-        started = time.monotonic()
-        assert proc.stdout is not None
-        while time.monotonic() - started < 120:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            match = re.search(r"serving on [\d.]+:(\d+)", line)
-            if match:
-                port = int(match.group(1))
-                break
-        assert port, "serve did not come up:\n" + "".join(lines)
+    args = ("--model-repository", str(repo), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0")
+    with running_serve(*args) as serve:
+        port = serve.port
         assert _processes_mentioning(str(repo)), "no local tritonserver was started"
 
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -79,25 +59,17 @@ def test_serve_answers_and_stops_cleanly(model_repository: Path, tmp_path: Path)
         with Client(f"127.0.0.1:{port}") as client:
             probabilities = client.infer("image_cnn", {"image": image}, timeout=30)["probabilities"]
         assert np.asarray(probabilities).shape == (1, 10)
-        metrics_port = next(
-            int(m.group(1)) for line in lines if (m := re.search(r"\(metrics [\d.]+:(\d+)\)", line)) is not None
-        )
+        metrics_port = serve.port_after("(metrics")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
             exposition = reply.read().decode()
         assert re.search(r'switchyard_backend_shm_inputs_total\{[^}]*way="shm"[^}]*\} 1\.0', exposition), exposition
 
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, "".join(lines) + out
-        assert "stopped" in out
+        assert serve.stop() == 0, serve.log
+        assert "stopped" in serve.log
         deadline = time.monotonic() + 10
         while _processes_mentioning(str(repo)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _processes_mentioning(str(repo)), "tritonserver outlived switchyard serve"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def _triton_child(parent: int) -> int | None:
@@ -119,33 +91,14 @@ def _triton_child(parent: int) -> int | None:
 def test_serve_restarts_a_killed_triton(model_repository: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     subprocess.run(["cp", "-r", str(model_repository), str(repo)], check=True)
-    exe = os.path.join(sys.exec_prefix, "bin", "switchyard")
-    proc = subprocess.Popen(
-        [exe, "serve", "--model-repository", str(repo), "--host", "127.0.0.1", "--port", "0", "--no-metrics"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    serving = threading.Event()
-
-    def drain() -> None:  # the gateway logs every failed call: never let the pipe fill up
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "serving on" in line:
-                serving.set()
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        assert serving.wait(120), "serve did not come up:\n" + "".join(lines)
-        match = re.search(r"serving on [\d.]+:(\d+)", "".join(lines))
-        assert match
+    args = ("--model-repository", str(repo), "--host", "127.0.0.1", "--port", "0", "--no-metrics")
+    # The gateway logs every failed call: the helper reads its output all along, so the pipe never fills up.
+    with running_serve(*args) as serve:
+        proc, lines = serve.proc, serve.lines
         first = _triton_child(proc.pid)
         assert first, "no local tritonserver child"
         request = pb.InferRequest(route="digits", inputs=[from_numpy("image", np.zeros((1, 64), np.float32))])
-        with grpc.insecure_channel(f"127.0.0.1:{match.group(1)}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{serve.port}") as channel:
             stub = gateway_pb2_grpc.GatewayStub(channel)
             assert stub.Infer(request, timeout=10).outputs
 
@@ -182,20 +135,11 @@ def test_serve_restarts_a_killed_triton(model_repository: Path, tmp_path: Path) 
         while not any("local Triton is back" in line for line in lines) and time.monotonic() < deadline:
             time.sleep(0.1)
 
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, "".join(lines)
-        reader.join(10)
-        log = "".join(lines)
+        assert serve.stop() == 0, serve.log
+        log = serve.log
         assert "local Triton (pid" in log and "died with status -9" in log
         assert "local Triton is back" in log and "stopped" in log, log
         deadline = time.monotonic() + 10
         while _processes_mentioning(str(repo)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _processes_mentioning(str(repo)), "tritonserver outlived switchyard serve"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(10)
-        assert proc.stdout is not None
-        proc.stdout.close()

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +14,7 @@ from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.models.datasets import digits_split
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from tests.integration.serve_process import running_serve
 from tests.integration.waiting import wait_for
 
 CONNECTIONS = 16  # each to one of 2 workers by the kernel's hash: all on one worker has odds 2 / 2**16
@@ -79,46 +75,12 @@ def _call_on_new_connections(target: str, images: np.ndarray, expected: np.ndarr
 def test_workers_share_the_port_sum_their_metrics_and_are_replaced(model_repository: Path, tmp_path: Path) -> None:
     _, x_test, _, _ = digits_split()
     images = x_test[:CONNECTIONS].astype(np.float32)
-    exe = os.path.join(sys.exec_prefix, "bin", "switchyard")
-    proc = subprocess.Popen(
-        [
-            exe,
-            "serve",
-            "--workers",
-            "2",
-            "--model-repository",
-            str(model_repository),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    serving = threading.Event()
-
-    def drain() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "serving on" in line:
-                serving.set()
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        assert serving.wait(180), "serve --workers 2 did not come up:\n" + "".join(lines)
-        log = "".join(lines)
-        port = int(re.search(r"serving on [\d.]+:(\d+)", log).group(1))  # type: ignore[union-attr]
-        metrics_port = int(re.search(r"metrics [\d.]+:(\d+)\)", log).group(1))  # type: ignore[union-attr]
-        serve = psutil.Process(proc.pid)
+    args = ("--workers", "2", "--model-repository", str(model_repository), "--host", "127.0.0.1", "--port", "0")
+    with running_serve(*args, "--metrics-port", "0", "--data-dir", str(tmp_path / "data"), ready_s=180) as server:
+        log = server.log
+        port = server.port
+        metrics_port = server.port_after("metrics")
+        serve = psutil.Process(server.proc.pid)
         workers = _workers(serve)
         assert len(workers) == 2, log
         target = f"127.0.0.1:{port}"
@@ -154,7 +116,7 @@ def test_workers_share_the_port_sum_their_metrics_and_are_replaced(model_reposit
         wait_for(lambda: len(_workers(serve)) == 2, 60, "a replacement worker")
         replacement = next(w for w in _workers(serve) if w.pid != workers[1].pid)
         assert replacement.pid != victim.pid
-        wait_for(lambda: f"serving (pid {replacement.pid})" in "".join(lines), 60, "the replacement ready")
+        wait_for(lambda: f"serving (pid {replacement.pid})" in server.log, 60, "the replacement ready")
         # The killed worker could not unregister its shared memory: the supervisor did.
         assert not [name for name in _shm_regions(triton_url) if name.startswith(f"switchyard_{victim.pid}_")]
         channels = _call_on_new_connections(target, images, expected)
@@ -163,17 +125,7 @@ def test_workers_share_the_port_sum_their_metrics_and_are_replaced(model_reposit
         # The dead worker's counts stay in the sum; every call so far is counted once.
         wait_for(lambda: _requests_ok(metrics_port, "digits") == 3 * CONNECTIONS + 1, 5, "count after a restart")
 
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, "".join(lines)
-        reader.join(10)
-        log = "".join(lines)
-        assert f"(pid {victim.pid}) exited with status -9" in log, log
+        assert server.stop() == 0, server.log
+        assert f"(pid {victim.pid}) exited with status -9" in server.log, server.log
         for worker in (*workers, replacement):
             assert not psutil.pid_exists(worker.pid) or worker.status() == psutil.STATUS_ZOMBIE
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
