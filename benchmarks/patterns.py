@@ -6,6 +6,7 @@ Usage::
     python -m benchmarks.patterns --short    # 1 s warm-up, 1.5 s windows (about 2 minutes)
     python -m benchmarks.patterns --smoke    # seconds per point, lower concurrency: checks the pieces only
     python -m benchmarks.patterns --short --only workers    # one comparison
+    python -m benchmarks.patterns --short --highest-load    # each comparison at its highest load only
 
 One local Triton (``LocalTriton``) serves ``digits_logreg``, ``wine_classifier``
 and ``wine_alcohol_regressor`` (built as ``benchmarks.run`` builds its
@@ -356,14 +357,19 @@ def run(
     log: Callable[[str], None],
     command: str | None = None,
     only: Sequence[str] = (),
+    highest_load: bool = False,
 ) -> dict[str, Any]:
-    """Start Triton and the gateways, measure the comparisons (those named in ``only``, or all), write the report."""
+    """Start Triton and the gateways, measure the comparisons (those named in ``only``, or all), write the report.
+
+    With ``highest_load`` (always in the smoke profile) each comparison runs at its highest load only.
+    """
     from switchyard.models.build import MODELS as BUNDLED
     from switchyard.models.build import build_repository
     from switchyard.server.triton import LocalTriton
 
     started = datetime.datetime.now(datetime.timezone.utc)
     concurrency = CONCURRENCY[profile_name]
+    highest_load = highest_load or profile_name == "smoke"
     comparisons = [c for c in COMPARISONS if not only or c.name in only]
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-patterns-"))
     results: list[dict[str, Any]] = []
@@ -396,7 +402,7 @@ def run(
                         ]
                         for one in targets:
                             generator.probe(one)
-                        for load in comparison.loads[-1:] if profile_name == "smoke" else comparison.loads:
+                        for load in comparison.loads[-1:] if highest_load else comparison.loads:
                             for one in targets:
                                 log(f"{one.name}: closed loop, concurrency {concurrency[load]}")
                                 results.append(generator.closed_loop(one, concurrency[load], windows))
@@ -424,6 +430,7 @@ def run(
         routes_toml=ROUTES_TOML,
         comparisons={c.name: {"what": c.what, "paths": [asdict(p) for p in c.paths]} for c in comparisons},
         concurrency=concurrency,
+        highest_load_only=highest_load,
         windows=asdict(windows),
     )
     report: dict[str, Any] = {"meta": meta, "results": results, "comparison": rows}
@@ -446,12 +453,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="measure this comparison only (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--highest-load", action="store_true", help="each comparison at its highest load only (c = 8 or 32)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     name = "short" if args.short else "smoke" if args.smoke else "full"
     command = " ".join(["python -m benchmarks.patterns", *(sys.argv[1:] if argv is None else argv)])
     windows = SMOKE_WINDOWS if name == "smoke" else PROFILES[name].windows
-    run(name, windows, workers=args.workers, out=args.out, log=_stderr, command=command, only=args.only)
+    run(
+        name,
+        windows,
+        workers=args.workers,
+        out=args.out,
+        log=_stderr,
+        command=command,
+        only=args.only,
+        highest_load=args.highest_load,
+    )
     return 0
 
 

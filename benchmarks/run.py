@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.run            # full: 3 s warm-up, 5 s windows, c = 1, 8, 32, then open loop
     python -m benchmarks.run --short    # about 3 minutes: 1 s warm-up, 1.5 s windows, c = 1, 8, 32
     python -m benchmarks.run --smoke    # seconds per point; checks that every piece runs, numbers meaningless
+    python -m benchmarks.run --short --concurrency 32 --rounds 3   # every point three times, round after round
 
 One command starts everything it measures, on loopback, in this order: the
 bundled ``digits_logreg`` and ``image_cnn`` models built into a temporary
@@ -32,6 +33,14 @@ for ``--triton-shared-memory system`` (the image reaches Triton through
 shared memory), closed loop at ``cnn_concurrency`` (32; 8 and 32 in full),
 each compared with ``cnn_triton``.
 
+Each row also gives its throughput against the unparsed floor of the same
+model, load and round (``× floor``: ``floor`` on digits, ``cnn_floor`` on the
+CNN). ``--rounds N`` measures every closed-loop point N times, all paths in
+each round before the next (ABAB, so a slow spell of this shared machine falls
+on every path of a round alike), and adds a table of each ratio's median and
+range over the rounds: one run's ratio moves by ±0.06 here, and the range
+shows it.
+
 It prints a Markdown table and writes ``run-<profile>-<time>.json`` (every
 window of every point), ``.md`` (the table) and ``.png`` (latency against
 throughput; needs matplotlib) into ``benchmarks/results/`` (or ``--out``).
@@ -51,6 +60,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -279,6 +289,13 @@ def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]
 # -- the comparison ----------------------------------------------------------------
 
 
+def floor_of(target: str) -> str | None:
+    """The unparsed-hop floor a gateway path is held against (``floor`` on digits, ``cnn_floor`` on the CNN)."""
+    if target in ("triton", "floor", "triton_stream", "echo", "cnn_triton", "cnn_floor"):
+        return None
+    return "cnn_floor" if target.startswith("cnn_") else "floor"
+
+
 def _load_of(result: dict[str, Any]) -> float:
     return float(result["concurrency"] if result["mode"] == "closed" else result["rate_rps"])
 
@@ -293,20 +310,24 @@ def _cpu_cost(result: dict[str, Any], proxy: str | None) -> float | None:
 
 
 def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per point, with ratios and differences against its direct path (``direct_of``), same mode and load."""
+    """One row per point, with ratios and differences against its direct path (``direct_of``), same mode, load
+    and round (``--rounds``)."""
     direct = {
-        (r["target"], r["mode"], _load_of(r)): r
+        (r["target"], r["mode"], _load_of(r), r.get("round", 1)): r
         for r in results
-        if r["target"] in ("triton", "triton_stream", "cnn_triton")
+        if r["target"] in ("triton", "triton_stream", "cnn_triton", "floor", "cnn_floor")
     }
     rows = []
     for result in results:
-        base = direct.get((direct_of(result["target"]), result["mode"], _load_of(result)))
+        point = (result["mode"], _load_of(result), result.get("round", 1))
+        base = direct.get((direct_of(result["target"]), *point))
+        floor = direct.get((floor_of(result["target"]) or "", *point))
         proxy = PROXY_OF.get(result["target"])
         latency = result["latency_ms"]
         row: dict[str, Any] = {
             "mode": result["mode"],
             "load": _load_of(result),
+            "round": result.get("round", 1),
             "target": result["target"],
             "throughput_rps": result["throughput_rps"],
             "latency_ms": latency,
@@ -320,6 +341,7 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "windows": result["windows_measured"],
             "converged": result["converged"],
             "throughput_vs_direct": None,
+            "throughput_vs_floor": None,
             "cpu_cost_vs_direct": None,
             "added_p50_ms": None,
             "added_p99_ms": None,
@@ -332,8 +354,73 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 row["cpu_cost_vs_direct"] = round(base_cost / cost, 3)
             row["added_p50_ms"] = round(latency["p50"] - base["latency_ms"]["p50"], 3)
             row["added_p99_ms"] = round(latency["p99"] - base["latency_ms"]["p99"], 3)
+        if floor is not None and floor["throughput_rps"]:
+            row["throughput_vs_floor"] = round(result["throughput_rps"] / floor["throughput_rps"], 3)
         rows.append(row)
     return rows
+
+
+def _spread(values: Sequence[float]) -> dict[str, float] | None:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
+
+
+def across_rounds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per path and load, the median and range over the rounds of each ratio (rows of ``compare``).
+
+    The rounds are measured one after another, every path in each (ABAB, not AABB), so a slow spell of the
+    machine lands on every path of a round alike; the range says how far one round's ratio can be trusted.
+    """
+    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["mode"], row["load"], row["target"]), []).append(row)
+    summary = []
+    for (mode, load, target), members in groups.items():
+
+        def spread(key: str, members: list[dict[str, Any]] = members) -> dict[str, float] | None:
+            return _spread([m[key] for m in members if m[key] is not None])
+
+        summary.append(
+            {
+                "mode": mode,
+                "load": load,
+                "target": target,
+                "rounds": len(members),
+                "throughput_rps": spread("throughput_rps"),
+                "throughput_vs_direct": spread("throughput_vs_direct"),
+                "throughput_vs_floor": spread("throughput_vs_floor"),
+                "cpu_cost_vs_direct": spread("cpu_cost_vs_direct"),
+                "p99_ms": _spread([m["latency_ms"]["p99"] for m in members]),
+                "proxy_cpu_us_per_request": spread("proxy_cpu_us_per_request"),
+            }
+        )
+    return summary
+
+
+def _range(spread: dict[str, float] | None, spec: str = ".2f") -> str:
+    if spread is None:
+        return "–"
+    return f"{spread['median']:{spec}} ({spread['min']:{spec}}–{spread['max']:{spec}})"
+
+
+def rounds_table(summary: Sequence[dict[str, Any]]) -> str:
+    """The medians (and ranges) of ``across_rounds``, one line per path and load."""
+    header = ("load", "path", "rounds", "req/s", "× direct", "× floor", "× direct (CPU)", "p99 ms", "proxy CPU-µs/req")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary:
+        load = f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open"
+        cells = [
+            load,
+            row["target"],
+            str(row["rounds"]),
+            _range(row["throughput_rps"], ",.0f"),
+            _range(row["throughput_vs_direct"]),
+            _range(row["throughput_vs_floor"]),
+            _range(row["cpu_cost_vs_direct"]),
+            _range(row["p99_ms"], ".1f"),
+            _range(row["proxy_cpu_us_per_request"], ",.0f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _fmt(value: float | None, spec: str = ",.0f", signed: bool = False) -> str:
@@ -371,6 +458,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         "path",
         "req/s",
         "× direct",
+        "× floor",
         "× direct (CPU)",
         "p50 ms",
         "p90 ms",
@@ -386,13 +474,17 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         "errors",
     )
 
+    rounds = any(row.get("round", 1) > 1 for row in rows)
+
     def cells(row: dict[str, Any]) -> list[str]:
         latency = row["latency_ms"]
+        load = f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open"
         return [
-            f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open",
+            load + (f" (round {row['round']})" if rounds else ""),
             settled(row["target"], row),
             _fmt(row["throughput_rps"]),
             _fmt(row["throughput_vs_direct"], ".2f"),
+            _fmt(row.get("throughput_vs_floor"), ".2f"),
             _fmt(row["cpu_cost_vs_direct"], ".2f"),
             *(f"{latency[key]:.2f}" for key in ("p50", "p90", "p99")),
             _fmt(row["added_p50_ms"], ".2f", signed=True),
@@ -531,12 +623,18 @@ def run(
     log: Callable[[str], None],
     command: str | None = None,
     driver: str = "python",
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """Start the stack, measure every point of ``profile``, write the report; returns it.
 
     ``driver`` "h2load" drives the closed-loop points with ``h2load.H2Load``
     (the C load generator; it has no open loop, so no open-loop points).
+    ``rounds`` repeats every closed-loop point (digits, then the CNN) that many
+    times, round after round; the report then adds each ratio's median and range
+    over the rounds (``across_rounds``). The echo and open-loop points run once.
     """
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
     started = datetime.datetime.now(datetime.timezone.utc)
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     results: list[dict[str, Any]] = []
@@ -575,16 +673,18 @@ def run(
             with generator_class(workers=workers, servers=pids, log=log) as generator:
                 for target in targets.values():
                     generator.probe(target)
-                for concurrency in profile.concurrency:
-                    for name in (*PATHS, *CLOSED_ONLY):
+                points = [
+                    *((name, c, profile.windows) for c in profile.concurrency for name in (*PATHS, *CLOSED_ONLY)),
+                    *((name, c, profile.cnn_windows) for c in profile.cnn_concurrency for name in CNN_PATHS),
+                ]
+                for round_number in range(1, rounds + 1):
+                    for name, concurrency, windows in points:
                         if name not in targets:
                             continue  # a stream, with h2load
-                        log(f"{name}: closed loop, concurrency {concurrency}")
-                        results.append(generator.closed_loop(targets[name], concurrency, profile.windows))
-                for concurrency in profile.cnn_concurrency:
-                    for name in CNN_PATHS:
-                        log(f"{name}: closed loop, concurrency {concurrency}")
-                        results.append(generator.closed_loop(targets[name], concurrency, profile.cnn_windows))
+                        of_rounds = f", round {round_number} of {rounds}" if rounds > 1 else ""
+                        log(f"{name}: closed loop, concurrency {concurrency}{of_rounds}")
+                        result = generator.closed_loop(targets[name], concurrency, windows)
+                        results.append({**result, "round": round_number})
                 if profile.echo and profile.concurrency:
                     concurrency = max(profile.concurrency)
                     log(f"echo (the load generator's ceiling): closed loop, concurrency {concurrency}")
@@ -622,6 +722,7 @@ def run(
             "cnn_route": CNN_ROUTE,
             "histogram": "hdr" if hdr_available() else "log",
             "windows": asdict(profile.windows),
+            "rounds": rounds,
             "server_cpu_s_at_end": {name: round(value, 2) for name, value in totals.items()},
         },
         "results": results,
@@ -630,10 +731,13 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"run-{profile.name}-{started.strftime('%Y%m%d-%H%M%S')}"
     table = markdown_table(rows)
+    if rounds > 1:
+        report["across_rounds"] = summary = across_rounds(rows)
+        table += f"\n\nAcross the {rounds} rounds: median (min–max)\n\n" + rounds_table(summary)
     models = [MODEL] * bool(profile.concurrency) + [CNN_MODEL] * bool(profile.cnn_concurrency)
     title = f"{' and '.join(models)} on {os.cpu_count()} CPUs, {profile.name} profile, {started:%Y-%m-%d}"
     report["files"] = {"json": f"{stem.name}.json", "markdown": f"{stem.name}.md"}
-    if plot(results, stem.with_suffix(".png"), title):
+    if plot([r for r in results if r.get("round", 1) == 1], stem.with_suffix(".png"), title):
         report["files"]["plot"] = f"{stem.name}.png"
     else:
         log("matplotlib is not installed (pip install -e '.[bench]'): no plot")
@@ -663,6 +767,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
     parser.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
     parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every closed-loop point this many times, round after round"
+    )
+    parser.add_argument(
         "--driver",
         choices=("python", "h2load"),
         default="python",
@@ -684,7 +791,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             rates = tuple(float(v) for v in args.rates.split(","))
         profile = replace(profile, rates=rates)
     command = " ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)])
-    run(profile, workers=args.workers, batch=args.batch, out=args.out, log=_stderr, command=command, driver=args.driver)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    run(
+        profile,
+        workers=args.workers,
+        batch=args.batch,
+        out=args.out,
+        log=_stderr,
+        command=command,
+        driver=args.driver,
+        rounds=args.rounds,
+    )
     return 0
 
 

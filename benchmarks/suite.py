@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.suite --short          # every part's short profile (about 20 minutes on 2 CPUs)
+    python -m benchmarks.suite --short          # the target points, short windows (a few minutes)
     python -m benchmarks.suite                  # every part's full profile
     python -m benchmarks.suite --smoke          # seconds per point: checks that every part runs
     python -m benchmarks.suite --short --driver h2load    # run and peers driven by h2load
@@ -22,7 +22,10 @@ own Triton and servers, so one part's load never overlaps another's):
    (``python -m benchmarks.peers --setup``); otherwise skipped, and the index
    says so.
 
-``--driver h2load`` is passed to the parts that take it (``run``, ``peers``).
+``--short`` runs every part's short profile (short windows) at the loads
+the targets are judged at (``SHORT_POINTS``: c = 32, and c = 1 for the
+latency a hop adds), a few minutes in all; run a part alone for its other
+levels. ``--driver h2load`` is passed to the parts that take it (``run``, ``peers``).
 A part that fails does not stop the others; the suite then exits 1 and the
 index names it. Writes ``suite-<profile>-<time>.md`` (every part's command,
 outcome and table) and ``.json`` (the same, with each part's report files)
@@ -50,6 +53,13 @@ PARTS = ("run", "triton_features", "patterns", "peers")
 DRIVEN = ("run", "peers")
 """The parts that take ``--driver``."""
 PROFILES = ("full", "short", "smoke")
+SHORT_POINTS = {
+    "run": ["--concurrency", "1,32"],
+    "triton_features": ["--concurrency", "32"],
+    "patterns": ["--highest-load"],
+    "peers": ["--concurrency", "32"],
+}
+"""What the suite's ``--short`` adds to each part's ``--short``: only the loads the targets are judged at."""
 
 
 @dataclass
@@ -94,6 +104,8 @@ def plan(
         command = [python, "-m", f"benchmarks.{part}", "--out", str(out)]
         if profile != "full":
             command.append(f"--{profile}")
+        if profile == "short":
+            command += SHORT_POINTS[part]
         if part in DRIVEN and driver != "python":
             command += ["--driver", driver]
         skipped = None
@@ -141,7 +153,7 @@ def index_markdown(steps: Sequence[Step], out: Path, title: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--short", action="store_true", help="every part's short profile")
+    size.add_argument("--short", action="store_true", help="the target points, short windows (a few minutes)")
     size.add_argument("--smoke", action="store_true", help="every part's smoke profile: checks the pieces, not speed")
     parser.add_argument("--only", help=f"comma-separated parts, of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--driver", choices=("python", "h2load"), default="python", help="load generator of run, peers")
