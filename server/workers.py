@@ -15,8 +15,11 @@ Metrics use prometheus_client's multiprocess mode: the workers write their
 samples to files in a private temporary folder, and the supervisor serves
 their sum on the metrics port. Counters and histograms add up; gauges say in
 ``proxy.metrics`` how they combine (in-flight calls add up; a route is ready
-while every live worker sees it ready). Process metrics (CPU, memory) are not
-exported in this mode.
+while every live worker sees it ready). Process metrics (``process_cpu_seconds_total``,
+``process_resident_memory_bytes``, open file descriptors and the rest of
+prometheus_client's set) are read from /proc at each scrape, one series per
+live worker with a ``worker`` label (its index) and one with
+``worker="supervisor"`` (``WorkerProcessCollector``).
 
 A worker that dies is restarted after a back-off that doubles after each
 quick failure (a killed worker's shared-memory regions are unregistered from
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -41,7 +45,11 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client import ProcessCollector
+from prometheus_client.metrics_core import Metric
 
 from switchyard.proxy.app import PortInUse
 from switchyard.proxy.settings import GatewaySettings
@@ -105,6 +113,30 @@ class _Worker:
     forwarder: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+class WorkerProcessCollector:
+    """prometheus_client's process metrics for every live worker and the supervisor, labelled ``worker``.
+
+    ``workers`` gives (label, pid) pairs at each scrape. Each process is read by
+    prometheus_client's own ``ProcessCollector`` (Linux /proc); a worker that
+    exits between the listing and the read is left out of that scrape.
+    """
+
+    def __init__(self, workers: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self._workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for label, pid in [("supervisor", os.getpid()), *self._workers()]:
+            collector = ProcessCollector(pid=functools.partial(int, pid), registry=None)
+            for family in collector.collect():
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(family.name, family.documentation, family.type)
+                for sample in family.samples:
+                    into.samples.append(sample._replace(labels={**sample.labels, "worker": label}))
+        yield from merged.values()
+
+
 class WorkerPool:
     """N gateway worker processes on one port, their restarts, and their summed metrics.
 
@@ -139,6 +171,13 @@ class WorkerPool:
         self._reservation: socket.socket | None = None
         self._metrics_dir: str | None = None
         self._stopping = False
+
+    def _live_workers(self) -> list[tuple[str, int]]:
+        return [
+            (str(w.index), w.process.pid)
+            for w in self._workers
+            if w.process is not None and w.process.returncode is None
+        ]
 
     @property
     def pids(self) -> list[int]:
@@ -177,6 +216,7 @@ class WorkerPool:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self._metrics_dir)
+        registry.register(WorkerProcessCollector(self._live_workers))
         try:
             return start_metrics_server(host, port, registry)
         except OSError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import psutil
+import pytest
 
 from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.models.datasets import digits_split
@@ -24,6 +25,11 @@ def _workers(serve: psutil.Process) -> list[psutil.Process]:
     return [p for p in serve.children() if "switchyard.server.workers" in " ".join(p.cmdline())]
 
 
+def _index_of(worker: psutil.Process) -> str:
+    command = worker.cmdline()
+    return command[command.index("--index") + 1]
+
+
 def _established_on(process: psutil.Process, port: int) -> int:
     return sum(
         1 for c in process.net_connections(kind="tcp") if c.laddr and c.laddr.port == port and c.status == "ESTABLISHED"
@@ -35,6 +41,14 @@ def _requests_ok(metrics_port: int, route: str) -> float:
         text = reply.read().decode()
     match = re.search(rf'^switchyard_requests_total\{{code="OK",route="{route}"\}} (\S+)$', text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
+
+
+def _process_metrics(metrics_port: int) -> dict[tuple[str, str], float]:
+    """(metric, worker label) -> value of the process_* series on the supervisor's endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    found = re.findall(r'^(process_\w+)\{worker="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {(name, worker): float(value) for name, worker, value in found}
 
 
 def _new_connection(target: str) -> grpc.Channel:
@@ -101,6 +115,14 @@ def test_workers_share_the_port_sum_their_metrics_and_are_replaced(model_reposit
         assert sum(per_worker.values()) >= CONNECTIONS
         # The supervisor's endpoint sums both workers' counters.
         wait_for(lambda: _requests_ok(metrics_port, "digits") == CONNECTIONS + 1, 5, "summed request count")
+        # Process metrics: one series per worker (labelled by index) and one for the supervisor.
+        process = _process_metrics(metrics_port)
+        for label in ("supervisor", "0", "1"):
+            assert process[("process_resident_memory_bytes", label)] > 10e6, process
+            assert process[("process_cpu_seconds_total", label)] > 0, process
+        for worker in workers:  # each series is its worker's: the start times match
+            label = _index_of(worker)
+            assert process[("process_start_time_seconds", label)] == pytest.approx(worker.create_time(), abs=1.0)
 
         # Each worker registers its shared memory with Triton on its first large input.
         triton_url = re.search(r"waiting for models in Triton at ([\d.]+:\d+)", log).group(1)  # type: ignore[union-attr]
@@ -110,6 +132,7 @@ def test_workers_share_the_port_sum_their_metrics_and_are_replaced(model_reposit
 
         # A worker killed outright: the other keeps serving, a new one takes its place.
         victim = workers[0]
+        victim_index = _index_of(victim)
         victim.kill()
         victim.wait(10)
         _call_on_new_connections(target, images, expected)
@@ -117,6 +140,8 @@ def test_workers_share_the_port_sum_their_metrics_and_are_replaced(model_reposit
         replacement = next(w for w in _workers(serve) if w.pid != workers[1].pid)
         assert replacement.pid != victim.pid
         wait_for(lambda: f"serving (pid {replacement.pid})" in server.log, 60, "the replacement ready")
+        replaced = _process_metrics(metrics_port)[("process_start_time_seconds", victim_index)]
+        assert replaced == pytest.approx(replacement.create_time(), abs=1.0)  # the new process under the old label
         # The killed worker could not unregister its shared memory: the supervisor did.
         assert not [name for name in _shm_regions(triton_url) if name.startswith(f"switchyard_{victim.pid}_")]
         channels = _call_on_new_connections(target, images, expected)
