@@ -7,17 +7,36 @@ lands in the metrics under the route's name.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from switchyard.proxy import metrics
 
+_prefix = ""
+_counter = itertools.count()
+
+
+def _reseed() -> None:
+    global _prefix, _counter
+    _prefix = os.urandom(8).hex()
+    _counter = itertools.count()
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)  # a forked child must not repeat its parent's ids
+
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """A request id unique across processes: 32 hex digits, a random per-process prefix then a counter.
+
+    As unique as ``uuid4().hex`` for this use (64 random bits per process) at a
+    fraction of its cost, which the passthrough route's profile showed (1.6%).
+    """
+    return f"{_prefix}{next(_counter):016x}"
 
 
 @dataclass
