@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run            # full: 3 s warm-up, 5 s windows, c = 1, 8, 32, then open loop
+    python -m benchmarks.run            # full: 3 s warm-up, 5 s windows, c = 1, 8, 32, 128, then open loop
     python -m benchmarks.run --short    # about 3 minutes: 1 s warm-up, 1.5 s windows, c = 1, 8, 32
     python -m benchmarks.run --smoke    # seconds per point; checks that every piece runs, numbers meaningless
     python -m benchmarks.run --short --concurrency 32 --rounds 3   # every point three times, round after round
@@ -102,6 +102,8 @@ CLOSED_ONLY = ("switchyard_batched", "triton_stream", "switchyard_stream", "swit
 """Measured after PATHS at each closed-loop concurrency: the gateway's micro-batched route; then over one
 bidirectional stream per load generator process (not with h2load, which has no streams): Triton's
 ``ModelStreamInfer``, and the gateway's ``InferStream`` on the plain and the micro-batched route."""
+OPEN_PATHS = (*PATHS, "switchyard_batched")
+"""Measured in open loop (fixed rates): the three ways, and the micro-batched route (its delay shows at low rates)."""
 STREAMED = ("triton_stream", "switchyard_stream", "switchyard_batched_stream")
 """The paths over a stream; each is compared with ``triton_stream``."""
 CNN_PATHS = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm")
@@ -152,7 +154,7 @@ class Profile:
 PROFILES = {
     "full": Profile(
         "full",
-        (1, 8, 32),
+        (1, 8, 32, 128),
         Windows(warmup_s=3.0, window_s=5.0),
         rates="auto",
         cnn_concurrency=(8, 32),
@@ -694,7 +696,7 @@ def run(
                     log(f"no open-loop points: {driver} drives closed loops only")
                     rates = ()
                 for rate in rates:
-                    for name in PATHS:
+                    for name in OPEN_PATHS:
                         log(f"{name}: open loop, {rate:g} requests/s")
                         results.append(generator.open_loop(targets[name], rate, profile.windows))
                 totals = {name: cpu_seconds(process_tree(pid)) for name, pid in pids.items()}

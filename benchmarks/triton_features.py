@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.triton_features            # c = 1, 8, 32; 3 s warm-up, 5 s windows
+    python -m benchmarks.triton_features            # c = 1, 8, 32, 128; 3 s warm-up, 5 s windows
     python -m benchmarks.triton_features --short    # c = 8, 32; 1 s warm-up, 1.5 s windows (about 2 minutes)
     python -m benchmarks.triton_features --smoke    # seconds per point: checks the pieces, numbers meaningless
     python -m benchmarks.triton_features --short --cnn   # image_cnn's four variants too (at c = 32)

@@ -146,7 +146,12 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
     streams = ("triton_stream", "switchyard_stream", "switchyard_batched_stream")
     assert {(path, c) for path in (*paths, *streams) for c in (1, 4)} <= closed
     assert ("echo", 4) in closed
-    assert {r["target"] for r in results if r["mode"] == "open"} == {"triton", "floor", "switchyard"}
+    assert {r["target"] for r in results if r["mode"] == "open"} == {
+        "triton",
+        "floor",
+        "switchyard",
+        "switchyard_batched",
+    }
     for result in results:
         assert RESULT_KEYS <= set(result)
         assert result["requests"] > 0 and result["errors"] == {}, result
