@@ -13,7 +13,7 @@ and ``wine_alcohol_regressor`` (built as ``benchmarks.run`` builds its
 models), and one gateway process (``switchyard serve``, as ``benchmarks.run``
 starts it; a second with ``--workers 2`` for the ``workers`` comparison)
 serves the routes of ``ROUTES_TOML``. With the load generator of
-``loadgen.py`` (closed loop, same windows method), five comparisons, each
+``loadgen.py`` (same windows method), six comparisons, each
 group measured back to back:
 
 * ``fanout``, c = 1 and 8: ``wine_profile`` (parallel: both wine models at
@@ -40,6 +40,12 @@ group measured back to back:
   (two processes on one port, SO_REUSEPORT) against the first, one process.
   Each load generator process opens 4 connections (both gateways alike) and
   the kernel spreads connections over the workers.
+* ``batching``, c = 32, then open loop at fixed rates (``RATES``: 400 and
+  800 requests/s in the short profile): ``digits`` against the micro-batched
+  ``digits_batched`` (eager: a request goes at once when no merged call is in
+  flight) and ``digits_batched_eager2`` (``eager_calls = 2``: at once while
+  fewer than two are). In open loop the latency is measured from each
+  request's scheduled send time, so a batching delay shows in full.
 
 Besides throughput, latency and CPU per request (gateway and Triton), every
 row gives Triton's own count of requests and of model executions per 1000
@@ -88,6 +94,11 @@ model = "digits_logreg"
 name = "digits_batched"
 model = "digits_logreg"
 batching = { max_delay_ms = 2.0, max_batch = 64, eager = true }
+
+[[routes]]
+name = "digits_batched_eager2"
+model = "digits_logreg"
+batching = { max_delay_ms = 2.0, max_batch = 64, eager = true, eager_calls = 2 }
 
 [[routes]]
 name = "digits_cached"
@@ -183,6 +194,8 @@ class Comparison:
     """Concurrency levels by role (``low``, ``mid``, ``high``), mapped per profile by ``CONCURRENCY``."""
     connections: int = 1
     """Connections each load generator process opens to the gateway (calls take them in turn)."""
+    open_loop: bool = False
+    """Also measured in open loop, at the profile's ``RATES`` (after the closed-loop loads)."""
 
 
 COMPARISONS = (
@@ -235,9 +248,22 @@ COMPARISONS = (
         ("mid", "high"),
         connections=4,
     ),
+    Comparison(
+        "batching",
+        "micro-batching: eager (send when no merged call is in flight) vs eager_calls = 2, open loop too",
+        (
+            Case("plain", "digits"),
+            Case("batched", "digits_batched"),
+            Case("batched_eager2", "digits_batched_eager2"),
+        ),
+        ("high",),
+        open_loop=True,
+    ),
 )
 SMOKE_WINDOWS = Windows(warmup_s=0.2, window_s=0.3, max_windows=3)
 """Smoke: shorter than ``benchmarks.run``'s smoke windows, and one load per comparison (its last)."""
+RATES = {"full": (200.0, 400.0, 800.0, 1200.0), "short": (400.0, 800.0), "smoke": (50.0,)}
+"""Open-loop rates (requests/s) of the comparisons that have ``open_loop``, by profile."""
 CONCURRENCY = {
     "full": {"low": 1, "mid": 8, "high": 32},
     "short": {"low": 1, "mid": 8, "high": 32},
@@ -277,22 +303,24 @@ def triton_counters(url: str) -> tuple[Callable[[], dict[str, float]], Callable[
 
 def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per point, with its throughput against the first path of its comparison at the same load."""
-    first: dict[tuple[str, float], float] = {}
+    first: dict[tuple[str, str, float], float] = {}
     cases = {(c.name, p.name): p for c in COMPARISONS for p in c.paths}
     rows = []
     for result in results:
         group, path = result["target"].split(".", 1)
         case = cases.get((group, path), Case(path, ""))
-        load = float(result["concurrency"])
-        first.setdefault((group, load), result["throughput_rps"])
-        base = first[(group, load)]
+        mode = result["mode"]
+        load = float(result["concurrency"] if mode == "closed" else result["rate_rps"])
+        first.setdefault((group, mode, load), result["throughput_rps"])
+        base = first[(group, mode, load)]
         counters = result.get("counters_per_request", {})
         per_1000 = {name: None if value is None else round(value * 1000, 1) for name, value in counters.items()}
         rows.append(
             {
                 "comparison": group,
                 "path": path,
-                "concurrency": load,
+                "mode": mode,
+                "load": load,
                 "throughput_rps": result["throughput_rps"],
                 "vs_first": round(result["throughput_rps"] / base, 3) if base else None,
                 "latency_ms": result["latency_ms"],
@@ -331,7 +359,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         rows,
         lambda row: [
             row["comparison"],
-            f"c={row['concurrency']:g}",
+            f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open",
             settled(row["path"], row),
             _fmt(row["throughput_rps"]),
             _fmt(row["vs_first"], ".2f"),
@@ -406,6 +434,10 @@ def run(
                             for one in targets:
                                 log(f"{one.name}: closed loop, concurrency {concurrency[load]}")
                                 results.append(generator.closed_loop(one, concurrency[load], windows))
+                        for rate in RATES[profile_name] if comparison.open_loop else ():
+                            for one in targets:
+                                log(f"{one.name}: open loop, {rate:g} requests/s")
+                                results.append(generator.open_loop(one, rate, windows))
             finally:
                 close_counters()
                 for gateway in gateways.values():
@@ -430,6 +462,7 @@ def run(
         routes_toml=ROUTES_TOML,
         comparisons={c.name: {"what": c.what, "paths": [asdict(p) for p in c.paths]} for c in comparisons},
         concurrency=concurrency,
+        rates=RATES[profile_name],
         highest_load_only=highest_load,
         windows=asdict(windows),
     )

@@ -31,6 +31,10 @@ nothing queued and no merged call in flight for its queue is sent at once
 (a lone request pays no delay); while a call is in flight, requests queue
 and are sent when it returns, at ``max_delay_ms`` or at ``max_batch`` rows,
 whichever comes first (Nagle-style: batches form only under load).
+``eager_calls = N`` (default 1) lets a request go at once while fewer than N
+merged calls of its queue are in flight, and flushes the queue as soon as a
+return leaves fewer than N: with a model served by N instances, requests at
+moderate load then pay no delay while an instance is free.
 
 Bounds: a queue never holds more than ``max_batch`` rows (it is flushed when
 the next request would not fit), and at most ``max_queued_rows`` rows wait in
@@ -105,9 +109,10 @@ class MicroBatcher:
         max_batch: int,
         max_queued_rows: int | None = None,
         eager: bool = False,
+        eager_calls: int = 1,
     ) -> None:
-        if max_batch < 1 or max_delay_s < 0:
-            raise ValueError("max_batch must be at least 1 and max_delay_s not negative")
+        if max_batch < 1 or max_delay_s < 0 or eager_calls < 1:
+            raise ValueError("max_batch and eager_calls must be at least 1 and max_delay_s not negative")
         self._backend = backend
         self.model = model
         self.max_delay_s = max_delay_s
@@ -117,6 +122,7 @@ class MicroBatcher:
         self._queued_rows = 0
         self._sending: set[asyncio.Task[None]] = set()
         self.eager = eager
+        self.eager_calls = eager_calls
         self._inflight: dict[BatchKey, int] = {}
 
     @property
@@ -160,7 +166,7 @@ class MicroBatcher:
         queue.members.append(member)
         queue.rows += rows
         self._queued_rows += rows
-        if queue.rows >= self.max_batch or (self.eager and not self._inflight.get(key)):
+        if queue.rows >= self.max_batch or (self.eager and self._inflight.get(key, 0) < self.eager_calls):
             self._flush(key)
         else:
             # The first member starts the delay; any member may bring the flush forward to its deadline.
@@ -204,8 +210,8 @@ class MicroBatcher:
         left = self._inflight.pop(key, 1) - 1
         if left > 0:
             self._inflight[key] = left
-        elif self.eager and key in self._queues:
-            self._flush(key)  # the call the queue was waiting behind has returned
+        if self.eager and left < self.eager_calls and key in self._queues:
+            self._flush(key)  # a call the queue was waiting behind has returned
 
     async def _send(self, key: BatchKey, members: list[_Member]) -> None:
         version, specs, outputs = key

@@ -39,8 +39,8 @@ Every kind also takes ``cache = { ttl_s = 60 }`` (prediction cache),
 and ``data_cache = true`` (pre-processed inputs are reused). Single-model
 routes also take ``batching = { max_delay_ms = 2.0, max_batch = 64, eager = false }``
 (concurrent requests wait up to the delay to share one Triton call; with
-``eager`` a request is sent at once when no merged call is in flight; see
-``proxy.batching``; default off). Composite kinds
+``eager`` a request is sent at once when no merged call is in flight, or
+fewer than ``eager_calls``; see ``proxy.batching``; default off). Composite kinds
 replace ``model`` with a list of model calls, each a *step*::
 
     [[routes]]
@@ -149,6 +149,8 @@ class BatchingConfig(BaseModel):
     """Rows per merged call (capped at the model's max_batch_size)."""
     eager: bool = False
     """Send a request at once when no merged call of its queue is in flight (no delay at low load)."""
+    eager_calls: int = Field(1, ge=1)
+    """With ``eager``: send at once while fewer than this many merged calls of the queue are in flight."""
 
 
 class SelectConfig(BaseModel):

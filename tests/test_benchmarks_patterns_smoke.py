@@ -30,9 +30,17 @@ def test_patterns_smoke_measures_every_comparison(tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     assert (tmp_path / report["files"]["markdown"]).is_file()
 
-    rows = {(row["comparison"], row["path"]): row for row in report["comparison"]}
+    rows = {(row["comparison"], row["path"]): row for row in report["comparison"] if row["mode"] == "closed"}
     expected = {(comparison.name, case.name) for comparison in COMPARISONS for case in comparison.paths}
     assert set(rows) == expected
+    # The batching comparison is measured in open loop too, at the smoke rate, every path at it.
+    opened = [row for row in report["comparison"] if row["mode"] == "open"]
+    assert {(row["comparison"], row["path"], row["load"]) for row in opened} == {
+        ("batching", case.name, 50.0) for case in next(c for c in COMPARISONS if c.name == "batching").paths
+    }
+    for row in opened:
+        assert row["throughput_rps"] > 0 and row["errors"] == {}, row
+    assert "| batching | 50/s open | batched_eager2 |" in completed.stdout
     for row in rows.values():
         assert row["throughput_rps"] > 0 and row["errors"] == {}, row
         # Triton's statistics were read at every window boundary, so each row has its per-1000 counts.

@@ -68,6 +68,7 @@ class SingleModelRoute(Route):
                 max_delay_s=config.batching.max_delay_ms / 1e3,
                 max_batch=min(config.batching.max_batch, model.max_batch_size),
                 eager=config.batching.eager,
+                eager_calls=config.batching.eager_calls,
             )
         self._prepare = Preprocessor(
             config.name, self._pre, self._model_inputs, data_cache if config.data_cache else None, 60.0

@@ -236,6 +236,25 @@ async def test_eager_sends_a_lone_request_at_once_and_batches_behind_a_call_in_f
     assert time.monotonic() - started < 1.0
 
 
+async def test_eager_calls_sends_at_once_while_fewer_merged_calls_are_in_flight() -> None:
+    backend = RecordingBackend(delay_s=0.05)
+    batcher = MicroBatcher(backend, "m", max_delay_s=10.0, max_batch=64, eager=True, eager_calls=2)
+    started = time.monotonic()
+    first = asyncio.create_task(batcher.infer("", _request(1), [], deadline=_deadline()))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(batcher.infer("", _request(2), [], deadline=_deadline()))
+    await asyncio.sleep(0.01)
+    assert [list(c[1][0].shape)[0] for c in backend.calls] == [1, 2]  # two calls in flight, neither waited
+    # With two in flight the next ones queue, and go together as soon as one of the two returns.
+    behind = [asyncio.create_task(batcher.infer("", _request(n), [], deadline=_deadline())) for n in (3, 4)]
+    results = await asyncio.wait_for(asyncio.gather(first, second, *behind), 2.0)
+    assert [list(c[1][0].shape)[0] for c in backend.calls] == [1, 2, 7]
+    assert [list(r.outputs[0].shape)[0] for r in results] == [1, 2, 3, 4]
+    assert time.monotonic() - started < 1.0  # not the 10 s delay
+    with pytest.raises(ValueError, match="eager_calls"):
+        MicroBatcher(backend, "m", max_delay_s=0.01, max_batch=8, eager=True, eager_calls=0)
+
+
 def test_route_config_takes_batching_and_the_fingerprint_ignores_it() -> None:
     plain = parse_routes('[[routes]]\nname = "d"\nmodel = "m"\n').routes[0]
     batched = parse_routes(
