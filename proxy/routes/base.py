@@ -10,6 +10,9 @@ event loop when the tensors are large.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +31,27 @@ from switchyard.v1 import gateway_pb2 as pb
 # Above this many input bytes, ops run in a worker thread so one large
 # request cannot stall every other call on the event loop.
 OFFLOAD_BYTES = 256 * 1024
+
+
+@functools.cache
+def _offload_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads large pre/post-processing runs on: one per CPU this process may use.
+
+    asyncio's default pool has CPUs + 4 threads; with more threads than CPUs
+    the image work gains nothing and the event loop waits longer for the GIL.
+    On 2 CPUs, with 8 clients sending 1.6 MB PNG batches, this pool kept the
+    throughput (435-445 calls against 367-441 in the same time) and cut
+    health-check latency under that load from p50 18-22 / p99 37-61 ms to
+    p50 4.4-4.8 / p99 16-17 ms (tests/integration/test_responsiveness.py -s).
+    """
+    return concurrent.futures.ThreadPoolExecutor(max_workers=usable_cpus(), thread_name_prefix="switchyard-ops")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -147,7 +171,8 @@ async def run_ops(ops: Sequence[Op], tensors: Sequence[pb.Tensor], keep: Sequenc
     """Decodes ``tensors``, runs ``ops`` on the array module and encodes the tensors named in ``keep``."""
     size = sum(len(t.raw_data) for t in tensors)
     if size > OFFLOAD_BYTES:
-        return await asyncio.to_thread(_run_ops_sync, ops, tensors, keep)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_offload_pool(), _run_ops_sync, ops, tensors, keep)
     return _run_ops_sync(ops, tensors, keep)
 
 
