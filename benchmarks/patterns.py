@@ -78,6 +78,7 @@ from benchmarks.run import (
     _stderr,
     errors_cell,
     gateway_command,
+    load_cell,
     render_table,
     report_meta,
     settled,
@@ -359,7 +360,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         rows,
         lambda row: [
             row["comparison"],
-            f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open",
+            load_cell(row),
             settled(row["path"], row),
             _fmt(row["throughput_rps"]),
             _fmt(row["vs_first"], ".2f"),

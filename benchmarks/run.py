@@ -314,7 +314,7 @@ def _cpu_cost(result: dict[str, Any], proxy: str | None) -> float | None:
 def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per point, with ratios and differences against its direct path (``direct_of``), same mode, load
     and round (``--rounds``)."""
-    direct = {
+    baselines = {
         (r["target"], r["mode"], _load_of(r), r.get("round", 1)): r
         for r in results
         if r["target"] in ("triton", "triton_stream", "cnn_triton", "floor", "cnn_floor")
@@ -322,8 +322,8 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         point = (result["mode"], _load_of(result), result.get("round", 1))
-        base = direct.get((direct_of(result["target"]), *point))
-        floor = direct.get((floor_of(result["target"]) or "", *point))
+        base = baselines.get((direct_of(result["target"]), *point))
+        floor = baselines.get((floor_of(result["target"]) or "", *point))
         proxy = PROXY_OF.get(result["target"])
         latency = result["latency_ms"]
         row: dict[str, Any] = {
@@ -362,8 +362,15 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _spread(values: Sequence[float]) -> dict[str, float] | None:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else None
+def _spread(values: Sequence[float | None]) -> dict[str, float] | None:
+    """Median, min and max of the values that are not None (None when there are none)."""
+    present = [value for value in values if value is not None]
+    return {"median": statistics.median(present), "min": min(present), "max": max(present)} if present else None
+
+
+def load_cell(row: dict[str, Any]) -> str:
+    """A table's load column: ``c=32`` for a closed-loop point, ``400/s open`` for an open-loop one."""
+    return f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open"
 
 
 def across_rounds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -376,23 +383,18 @@ def across_rounds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         groups.setdefault((row["mode"], row["load"], row["target"]), []).append(row)
     summary = []
+    keys = ("throughput_rps", "throughput_vs_direct", "throughput_vs_floor", "cpu_cost_vs_direct")
     for (mode, load, target), members in groups.items():
-
-        def spread(key: str, members: list[dict[str, Any]] = members) -> dict[str, float] | None:
-            return _spread([m[key] for m in members if m[key] is not None])
-
         summary.append(
             {
                 "mode": mode,
                 "load": load,
                 "target": target,
                 "rounds": len(members),
-                "throughput_rps": spread("throughput_rps"),
-                "throughput_vs_direct": spread("throughput_vs_direct"),
-                "throughput_vs_floor": spread("throughput_vs_floor"),
-                "cpu_cost_vs_direct": spread("cpu_cost_vs_direct"),
+                "converged": all(m["converged"] for m in members),
+                **{key: _spread([m[key] for m in members]) for key in keys},
                 "p99_ms": _spread([m["latency_ms"]["p99"] for m in members]),
-                "proxy_cpu_us_per_request": spread("proxy_cpu_us_per_request"),
+                "proxy_cpu_us_per_request": _spread([m["proxy_cpu_us_per_request"] for m in members]),
             }
         )
     return summary
@@ -407,12 +409,12 @@ def _range(spread: dict[str, float] | None, spec: str = ".2f") -> str:
 def rounds_table(summary: Sequence[dict[str, Any]]) -> str:
     """The medians (and ranges) of ``across_rounds``, one line per path and load."""
     header = ("load", "path", "rounds", "req/s", "× direct", "× floor", "× direct (CPU)", "p99 ms", "proxy CPU-µs/req")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in summary:
-        load = f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open"
-        cells = [
-            load,
-            row["target"],
+    return render_table(
+        header,
+        summary,
+        lambda row: [
+            load_cell(row),
+            settled(row["target"], row),
             str(row["rounds"]),
             _range(row["throughput_rps"], ",.0f"),
             _range(row["throughput_vs_direct"]),
@@ -420,9 +422,8 @@ def rounds_table(summary: Sequence[dict[str, Any]]) -> str:
             _range(row["cpu_cost_vs_direct"]),
             _range(row["p99_ms"], ".1f"),
             _range(row["proxy_cpu_us_per_request"], ",.0f"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        ],
+    )
 
 
 def _fmt(value: float | None, spec: str = ",.0f", signed: bool = False) -> str:
@@ -480,9 +481,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
     def cells(row: dict[str, Any]) -> list[str]:
         latency = row["latency_ms"]
-        load = f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open"
         return [
-            load + (f" (round {row['round']})" if rounds else ""),
+            load_cell(row) + (f" (round {row['round']})" if rounds else ""),
             settled(row["target"], row),
             _fmt(row["throughput_rps"]),
             _fmt(row["throughput_vs_direct"], ".2f"),
