@@ -173,6 +173,7 @@ class WorkerPool:
         self._stopping = False
 
     def _live_workers(self) -> list[tuple[str, int]]:
+        """(index as a label, pid) of the workers now running."""
         return [
             (str(w.index), w.process.pid)
             for w in self._workers
@@ -182,7 +183,7 @@ class WorkerPool:
     @property
     def pids(self) -> list[int]:
         """Pids of the workers now running."""
-        return [w.process.pid for w in self._workers if w.process is not None and w.process.returncode is None]
+        return [pid for _, pid in self._live_workers()]
 
     # -- starting ---------------------------------------------------------------
 
