@@ -236,21 +236,51 @@ async def test_eager_sends_a_lone_request_at_once_and_batches_behind_a_call_in_f
     assert time.monotonic() - started < 1.0
 
 
+class GatedBackend(RecordingBackend):
+    """Each call waits until the test opens its gate; records ``start``/``end`` events with the call's rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[asyncio.Event] = []
+        self.events: list[tuple[str, int]] = []
+        self.started = asyncio.Condition()
+
+    async def infer(self, model: str, version: str, inputs: Sequence[pb.Tensor], *args, **kwargs) -> InferResult:  # type: ignore[no-untyped-def, override]
+        rows = int(inputs[0].shape[0])
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        self.events.append(("start", rows))
+        async with self.started:
+            self.started.notify_all()
+        await gate.wait()
+        self.events.append(("end", rows))
+        return await super().infer(model, version, inputs, *args, **kwargs)
+
+    async def wait_started(self, calls: int) -> None:
+        async with self.started:
+            await self.started.wait_for(lambda: len(self.gates) >= calls)
+
+
 async def test_eager_calls_sends_at_once_while_fewer_merged_calls_are_in_flight() -> None:
-    backend = RecordingBackend(delay_s=0.05)
+    backend = GatedBackend()
     batcher = MicroBatcher(backend, "m", max_delay_s=10.0, max_batch=64, eager=True, eager_calls=2)
-    started = time.monotonic()
     first = asyncio.create_task(batcher.infer("", _request(1), [], deadline=_deadline()))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(backend.wait_started(1), 5.0)
     second = asyncio.create_task(batcher.infer("", _request(2), [], deadline=_deadline()))
-    await asyncio.sleep(0.01)
-    assert [list(c[1][0].shape)[0] for c in backend.calls] == [1, 2]  # two calls in flight, neither waited
-    # With two in flight the next ones queue, and go together as soon as one of the two returns.
+    # Sent while the first is still in flight (its gate is closed): two calls at once, neither waited.
+    await asyncio.wait_for(backend.wait_started(2), 5.0)
+    # With two in flight the next ones queue (not sent, though the 10 s delay is far off) ...
     behind = [asyncio.create_task(batcher.infer("", _request(n), [], deadline=_deadline())) for n in (3, 4)]
-    results = await asyncio.wait_for(asyncio.gather(first, second, *behind), 2.0)
-    assert [list(c[1][0].shape)[0] for c in backend.calls] == [1, 2, 7]
+    await asyncio.sleep(0)
+    assert batcher.queued_rows == 7 and len(backend.gates) == 2
+    # ... and go together as soon as one of the two returns, while the other is still in flight.
+    backend.gates[0].set()
+    await asyncio.wait_for(backend.wait_started(3), 5.0)
+    backend.gates[1].set()
+    backend.gates[2].set()
+    results = await asyncio.wait_for(asyncio.gather(first, second, *behind), 5.0)
+    assert backend.events == [("start", 1), ("start", 2), ("end", 1), ("start", 7), ("end", 2), ("end", 7)]
     assert [list(r.outputs[0].shape)[0] for r in results] == [1, 2, 3, 4]
-    assert time.monotonic() - started < 1.0  # not the 10 s delay
     with pytest.raises(ValueError, match="eager_calls"):
         MicroBatcher(backend, "m", max_delay_s=0.01, max_batch=8, eager=True, eager_calls=0)
 
