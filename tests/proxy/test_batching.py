@@ -296,3 +296,5 @@ def test_route_config_takes_batching_and_the_fingerprint_ignores_it() -> None:
     assert fingerprint_of(plain) == fingerprint_of(batched)
     with pytest.raises(ConfigError, match="batching"):
         parse_routes('[[routes]]\nname = "d"\nmodel = "m"\nbatching = { max_batch = 0 }\n')
+    with pytest.raises(ConfigError, match="batching.eager_calls"):
+        parse_routes('[[routes]]\nname = "d"\nmodel = "m"\nbatching = { eager = true, eager_calls = 0 }\n')
