@@ -166,18 +166,24 @@ class Resize(Op):
         if in_h == 0 or in_w == 0:
             raise InvalidInput(_field(self.tensor), f"image is {in_h}x{in_w}, cannot resize an empty image")
         out_h, out_w = self.size
-        pixels = array.astype(xp.float32)
         trailing = (1,) * (array.ndim - 3)
         y0, y1, wy = _linear_taps(in_h, out_h)
         x0, x1, wx = _linear_taps(in_w, out_w)
         wy_d = xp.asarray(wy.reshape((out_h, 1, *trailing)))
         wx_d = xp.asarray(wx.reshape((out_w, *trailing)))
-        top = xp.take(pixels, xp.asarray(y0), axis=1)
-        bottom = xp.take(pixels, xp.asarray(y1), axis=1)
-        rows = top + (bottom - top) * wy_d
+        # Gather the rows in the input's own type, then convert (never the whole input to FP32), and
+        # interpolate in place: top + (bottom - top) * w, with no temporaries beyond the two gathers.
+        top = xp.take(array, xp.asarray(y0), axis=1).astype(xp.float32, copy=False)
+        rows = xp.take(array, xp.asarray(y1), axis=1).astype(xp.float32, copy=False)
+        rows -= top
+        rows *= wy_d
+        rows += top
         left = xp.take(rows, xp.asarray(x0), axis=2)
-        right = xp.take(rows, xp.asarray(x1), axis=2)
-        return left + (right - left) * wx_d
+        out = xp.take(rows, xp.asarray(x1), axis=2)
+        out -= left
+        out *= wx_d
+        out += left
+        return out
 
 
 @register_op
@@ -259,12 +265,12 @@ class Normalize(Op):
             raise InvalidInput(
                 _field(self.tensor), f"has {array.shape[-1]} channels (last axis), expected {self.channels}"
             )
-        pixels = array.astype(xp.float32)
+        pixels = array.astype(xp.float32)  # a copy, which the steps below change in place
         if self.scale != 1.0:
-            pixels = pixels * np.float32(self.scale)
-        mean = xp.asarray(np.asarray(self.mean, dtype=np.float32))
-        std = xp.asarray(np.asarray(self.std, dtype=np.float32))
-        return (pixels - mean) / std
+            pixels *= np.float32(self.scale)
+        pixels -= xp.asarray(np.asarray(self.mean, dtype=np.float32))
+        pixels /= xp.asarray(np.asarray(self.std, dtype=np.float32))
+        return pixels
 
 
 @register_op

@@ -187,6 +187,27 @@ def test_resize_hand_computed() -> None:
     np.testing.assert_allclose(out, 20 * column[:, None] + 10 * column[None, :], rtol=1e-6)
 
 
+@pytest.mark.parametrize("xp", MODULES)
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("resize", {"size": [5, 7]}),
+        ("resize", {"size": [8, 6]}),  # the input's own size: every tap is a whole pixel
+        ("normalize", {"mean": [0.5, 1.0, 2.0], "std": [2.0, 3.0, 4.0]}),
+        ("normalize", {"scale": 0.5, "mean": 0.0, "std": 1.0}),
+    ],
+)
+def test_ops_computing_in_place_leave_their_input_alone(xp: ModuleType, name: str, params: dict) -> None:
+    # resize and normalize change their FP32 working arrays in place; an FP32 input must never be one of them.
+    image = rng.normal(size=(2, 8, 6, 3)).astype(np.float32)
+    device = to_device(image.copy(), xp)
+    op = build_op(name, {"tensor": "x", "output": "y", **params}, "test")
+    out = op.apply({"x": device}, xp)
+    assert out["x"] is device
+    np.testing.assert_array_equal(to_host(device), image)
+    assert out["y"].shape[0] == 2
+
+
 def test_resize_rejects_an_empty_image() -> None:
     with pytest.raises(InvalidInput, match="cannot resize an empty image"):
         run("resize", {"tensor": "x", "size": [2, 2]}, {"x": np.zeros((1, 0, 4), np.uint8)}, np)
