@@ -20,7 +20,9 @@ own Triton and servers, so one part's load never overlaps another's):
 4. ``peers``: the image pipeline against FastAPI, Ray Serve and KServe
    (``benchmarks.peers``), when the peers' environment exists
    (``python -m benchmarks.peers --setup``); otherwise skipped, and the index
-   says so.
+   says so;
+5. ``preprocess``: 224x224 image pre-processing on NumPy and, where a GPU is,
+   CuPy, transfers included (``benchmarks.preprocess``; no servers).
 
 ``--short`` runs every part's short profile (short windows) at the loads
 the targets are judged at (``SHORT_POINTS``: c = 32, and c = 1 for the
@@ -48,7 +50,7 @@ from typing import Any
 from benchmarks.peers import PEERS_VENV, peers_python
 from benchmarks.run import DEFAULT_OUT, REPO_ROOT, _stderr
 
-PARTS = ("run", "triton_features", "patterns", "peers")
+PARTS = ("run", "triton_features", "patterns", "peers", "preprocess")
 """In the order they run."""
 DRIVEN = ("run", "peers")
 """The parts that take ``--driver``."""
@@ -58,6 +60,7 @@ SHORT_POINTS = {
     "triton_features": ["--concurrency", "32"],
     "patterns": ["--highest-load"],
     "peers": ["--concurrency", "32"],
+    "preprocess": [],
 }
 """What the suite's ``--short`` adds to each part's ``--short``: only the loads the targets are judged at."""
 

@@ -23,11 +23,12 @@ def test_plan_runs_every_part_in_order_with_the_profile_and_driver(tmp_path: Pat
         assert "--short" in step.command and step.command[step.command.index("--out") + 1] == str(tmp_path)
         assert ("--driver" in step.command) == (step.part in ("run", "peers"))
         assert step.skipped is None
-    run, features, patterns, peers = steps  # short: only the loads the targets are judged at
+    run, features, patterns, peers, preprocess = steps  # short: only the loads the targets are judged at
     assert run.command[run.command.index("--concurrency") + 1] == "1,32"
     assert features.command[features.command.index("--concurrency") + 1] == "32"
     assert "--highest-load" in patterns.command
     assert peers.command[peers.command.index("--concurrency") + 1] == "32"
+    assert preprocess.command[3:] == ["--out", str(tmp_path), "--short"]
     (smoke,) = plan("smoke", ["run"], driver="python", out=tmp_path, peers_ready=True)
     assert "--smoke" in smoke.command and "--concurrency" not in smoke.command
     full = plan("full", ["patterns"], driver="python", out=tmp_path, peers_ready=True)
