@@ -18,7 +18,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from switchyard.proxy.errors import ConfigError, GatewayError, InvalidInput
-from switchyard.proxy.ops import OpTypeError, build_op
+from switchyard.proxy.ops import OpTypeError, build_op, image_ops
 from switchyard.proxy.specs import TensorSpec
 from switchyard.proxy.xp import to_device, to_host
 
@@ -206,6 +206,43 @@ def test_ops_computing_in_place_leave_their_input_alone(xp: ModuleType, name: st
     assert out["x"] is device
     np.testing.assert_array_equal(to_host(device), image)
     assert out["y"].shape[0] == 2
+
+
+def test_by_chunks_slices_a_numpy_batch_and_passes_others_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image_ops, "CHUNK_BYTES", 100)
+    seen: list[int] = []
+
+    def double(part: np.ndarray) -> np.ndarray:
+        seen.append(len(part))
+        return part * 2
+
+    batch = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
+    out = image_ops.by_chunks(batch, 40, np, double)  # 100 // 40: two rows per slice
+    np.testing.assert_array_equal(out, batch * 2)
+    assert seen == [2, 2, 1] and out.dtype == np.float32
+    seen.clear()
+    image_ops.by_chunks(batch, 20, np, double)  # five rows fit in one slice
+    image_ops.by_chunks(batch, 4000, ModuleType("not_numpy"), double)  # another array module: never sliced
+    assert seen == [5, 5]
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "images"),
+    [
+        ("resize", {"size": [7, 5]}, rng.integers(0, 256, size=(5, 9, 11, 3), dtype=np.uint8)),
+        ("resize", {"size": [12, 4]}, rng.normal(size=(4, 6, 8)).astype(np.float64)),
+        ("normalize", {"scale": 0.5, "mean": [0.1, 0.2, 0.3], "std": [1.5, 2.0, 0.5]}, rng.normal(size=(5, 4, 6, 3))),
+        ("normalize", {"mean": 3.0, "std": 2.0}, rng.integers(0, 256, size=(3, 5, 5), dtype=np.uint8)),
+    ],
+)
+def test_ops_give_the_same_bits_slice_by_slice(
+    monkeypatch: pytest.MonkeyPatch, name: str, params: dict, images: np.ndarray
+) -> None:
+    whole = run(name, {"tensor": "x", **params}, {"x": images}, np)["x"]
+    monkeypatch.setattr(image_ops, "CHUNK_BYTES", 1)  # one image per slice
+    sliced = run(name, {"tensor": "x", **params}, {"x": images}, np)["x"]
+    assert sliced.dtype == whole.dtype == np.float32 and sliced.shape == whole.shape
+    np.testing.assert_array_equal(sliced, whole)
 
 
 def test_resize_rejects_an_empty_image() -> None:
