@@ -346,6 +346,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
             label=f"{xp_name}, {mode}",
         )
     axis.set_xscale("log", base=2)
+    batches = sorted({r["batch"] for r in rows})
+    axis.set_xticks(batches, [str(b) for b in batches])
     axis.set_yscale("log")
     axis.set_xlabel("batch size (224x224 images)")
     axis.set_ylabel("images/s, device part (transfers included)")
