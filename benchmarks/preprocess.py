@@ -332,6 +332,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError:
         return False
     figure, axis = plt.subplots(figsize=(7, 4.5))
@@ -349,6 +350,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
     batches = sorted({r["batch"] for r in rows})
     axis.set_xticks(batches, [str(b) for b in batches])
     axis.set_yscale("log")
+    axis.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    axis.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    axis.tick_params(axis="y", which="minor", labelsize=7)
     axis.set_xlabel("batch size (224x224 images)")
     axis.set_ylabel("images/s, device part (transfers included)")
     axis.grid(True, which="both", alpha=0.3)
