@@ -30,8 +30,10 @@ Then the compute-heavy CNN (one FP32 [3, 224, 224] image per request) the same
 three ways, ``cnn_triton``, ``cnn_floor`` and ``cnn_switchyard`` (route
 ``cnn``), plus ``cnn_switchyard_shm``: a second gateway process, the same but
 for ``--triton-shared-memory system`` (the image reaches Triton through
-shared memory), closed loop at ``cnn_concurrency`` (32; 8 and 32 in full),
-each compared with ``cnn_triton``.
+shared memory), and ``cnn_switchyard_shm_stream`` (that gateway over
+``InferStream``, one stream per load generator process; not with h2load),
+closed loop at ``cnn_concurrency`` (32; 8 and 32 in full), each compared
+with ``cnn_triton`` (the issue's direct-Triton baseline, unary calls).
 
 Each row also gives its throughput against the unparsed floor of the same
 model, load and round (``× floor``: ``floor`` on digits, ``cnn_floor`` on the
@@ -106,9 +108,9 @@ OPEN_PATHS = (*PATHS, "switchyard_batched")
 """Measured in open loop (fixed rates): the three ways, and the micro-batched route (its delay shows at low rates)."""
 STREAMED = ("triton_stream", "switchyard_stream", "switchyard_batched_stream")
 """The paths over a stream; each is compared with ``triton_stream``."""
-CNN_PATHS = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm")
-"""The same three ways to the compute-heavy CNN, and the gateway with shared memory to Triton
-(closed loop only, at the profile's ``cnn_concurrency``)."""
+CNN_PATHS = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm", "cnn_switchyard_shm_stream")
+"""The same three ways to the compute-heavy CNN, the gateway with shared memory to Triton, and that gateway
+over ``InferStream`` (closed loop only, at the profile's ``cnn_concurrency``; all against ``cnn_triton``)."""
 
 PROXY_OF = {
     "triton": None,
@@ -123,6 +125,7 @@ PROXY_OF = {
     "cnn_floor": "floor",
     "cnn_switchyard": "switchyard",
     "cnn_switchyard_shm": "switchyard_shm",
+    "cnn_switchyard_shm_stream": "switchyard_shm",
 }
 """Which server process (besides Triton) each path goes through."""
 
@@ -660,10 +663,14 @@ def run(
                 if name not in STREAMED or driver == "python"
             }
             for name in CNN_PATHS:
+                streamed = name.endswith("_stream")
+                if streamed and driver != "python":
+                    continue
                 targets[name] = Target(
                     name,
                     addresses[PROXY_OF[name] or "triton"],
-                    "switchyard" if (PROXY_OF[name] or "").startswith("switchyard") else "oip",
+                    ("switchyard" if (PROXY_OF[name] or "").startswith("switchyard") else "oip")
+                    + ("_stream" if streamed else ""),
                     model=CNN_MODEL,
                     route=CNN_ROUTE,
                     batch=batch,

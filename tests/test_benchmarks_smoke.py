@@ -171,10 +171,10 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
         assert row["throughput_vs_direct"] == round(row["throughput_rps"] / base["throughput_rps"], 3)
 
     # The compute-heavy CNN, the same three ways, each compared with Triton called directly on the CNN.
-    cnn_paths = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm")
+    cnn_paths = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm", "cnn_switchyard_shm_stream")
     assert {(path, 2) for path in cnn_paths} <= closed
     assert rows[("closed", 2, "cnn_triton")]["throughput_vs_direct"] == 1.0
-    for path in ("cnn_switchyard", "cnn_switchyard_shm"):
+    for path in cnn_paths[2:]:
         cnn = rows[("closed", 2, path)]
         assert cnn["throughput_vs_direct"] is not None and cnn["proxy_cpu_us_per_request"] is not None
 
