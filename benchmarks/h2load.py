@@ -54,6 +54,7 @@ from benchmarks.loadgen import (
     WindowResult,
     Windows,
     _CpuSnapshot,
+    check_servers,
     converged,
     process_tree,
     summarize,
@@ -208,6 +209,7 @@ class H2Load:
         if target not in self._answer_bytes:
             self.probe(target)
         answer_bytes = self._answer_bytes[target]
+        check_servers(self.servers)
         trees = {name: process_tree(pid) for name, pid in self.servers.items()}
         body = self._dir / f"{abs(hash(target)):x}.body"
         body.write_bytes(_body(target))
@@ -246,6 +248,7 @@ class H2Load:
                 f"others {window.other_cpu_s / window.duration_s:.0%} of a CPU"
                 + (f", errors {errors}" if errors else "")
             )
+            check_servers(self.servers)
             if converged([w.throughput_rps for w in results], tolerance=windows.tolerance, last=windows.agreeing):
                 break
         result = summarize(target, "closed", concurrency, results, windows, self.workers)

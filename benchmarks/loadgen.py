@@ -546,6 +546,24 @@ def _stat_fields(pid: int) -> list[bytes] | None:
     return stat[stat.rfind(b")") + 2 :].split()
 
 
+def process_exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited: gone from ``/proc``, or a zombie its parent has not reaped yet."""
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] in (b"Z", b"X")
+
+
+def check_servers(servers: dict[str, int]) -> None:
+    """Raises :class:`ServerGone` naming every server of ``servers`` (name -> pid) that has exited.
+
+    Does nothing where there is no ``/proc`` to tell.
+    """
+    if not os.path.isdir("/proc"):
+        return
+    gone = [f"{name} (pid {pid})" for name, pid in servers.items() if pid > 0 and process_exited(pid)]
+    if gone:
+        raise ServerGone(f"{', '.join(gone)} exited while being measured; the points after it would measure nothing")
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all of its live descendants (empty when ``pid`` is gone or there is no ``/proc``)."""
     if _stat_fields(pid) is None:
@@ -824,6 +842,13 @@ class StreamCaller:
                 return await future
         finally:
             self._pending.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                # The stream broke while this call was still writing: the reader failed the future too, but
+                # the caller got the write's error instead. Mark it seen, or asyncio logs each one as never
+                # retrieved (a flood of tracebacks when a server dies under load).
+                future.exception()
+            else:
+                future.cancel()
 
     def _answer_of(self, data: bytes) -> tuple[bytes, Exception | None]:
         """The request id an answer carries, and the error it reports (None for a response)."""
@@ -1146,6 +1171,10 @@ class LoadGeneratorError(RuntimeError):
     pass
 
 
+class ServerGone(LoadGeneratorError):
+    """A server being measured has exited (crashed, killed): a point stops at the window that notices."""
+
+
 @dataclass
 class LoadGenerator:
     """A pool of worker processes driving load; use as a context manager.
@@ -1240,6 +1269,7 @@ class LoadGenerator:
     def _measure(
         self, target: Target, mode: str, load: float, shares: Sequence[float], settings: Windows
     ) -> dict[str, Any]:
+        check_servers(self.servers)
         trees = {name: process_tree(pid) for name, pid in self.servers.items()}
         start_at = time.monotonic() + _STARTUP_MARGIN_S
         for index, (conn, share) in enumerate(zip(self._conns, shares, strict=True)):
@@ -1272,6 +1302,7 @@ class LoadGenerator:
                     f"p99 {window.histogram.percentile_us(99) / 1000:.2f} ms, machine {busy_pct:.0f}% busy, "
                     f"others {window.other_cpu_s / window.duration_s:.0%} of a CPU"
                 )
+                check_servers(self.servers)
                 if converged([w.throughput_rps for w in windows], tolerance=settings.tolerance, last=settings.agreeing):
                     break
             measured = True

@@ -5,21 +5,39 @@ No timing is asserted: these runs are far too short for their numbers to mean an
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import importlib.util
 import json
 import math
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from benchmarks.loadgen import LatencyHistogram, LoadGenerator, LogHistogram, Target, Windows, agreement, converged
+from benchmarks.loadgen import (
+    LatencyHistogram,
+    LoadGenerator,
+    LogHistogram,
+    ServerGone,
+    StreamCaller,
+    Target,
+    Windows,
+    agreement,
+    check_servers,
+    converged,
+    process_exited,
+)
 from benchmarks.peers import peers_python
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +117,58 @@ def echo_server(tmp_path: Path) -> Iterator[tuple[str, int]]:
         process.wait(timeout=10)
 
 
+class _BreakingCall:
+    """A stream call whose second write hangs until the stream breaks, then fails, as a write on a dying stream."""
+
+    def __init__(self, broken: asyncio.Event) -> None:
+        self._broken = broken
+        self._writes = 0
+
+    async def write(self, message: bytes) -> None:
+        self._writes += 1
+        if self._writes > 1:
+            await self._broken.wait()
+            for _ in range(3):  # learns of it after the reader has
+                await asyncio.sleep(0)
+            raise ConnectionError("the stream broke during this write")
+
+    async def read(self) -> Any:
+        await self._broken.wait()
+        raise ConnectionError("the stream broke")
+
+    def cancel(self) -> None:
+        pass
+
+
+class _Channel:
+    def __init__(self, broken: asyncio.Event) -> None:
+        self._broken = broken
+
+    def stream_stream(self, method: str) -> Any:
+        return lambda wait_for_ready=False: _BreakingCall(self._broken)
+
+
+def test_a_broken_stream_fails_every_call_and_leaves_no_unretrieved_error() -> None:
+    async def scenario() -> list[str]:
+        unhandled: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unhandled.append(context["message"]))
+        broken = asyncio.Event()
+        caller = StreamCaller(_Channel(broken), "/m", oip=True)
+        waiting = asyncio.ensure_future(caller(b"a", timeout=5))  # written, waits for its answer
+        writing = asyncio.ensure_future(caller(b"b", timeout=5))  # its write hangs on the dying stream
+        await asyncio.sleep(0.01)
+        broken.set()
+        outcomes = await asyncio.gather(waiting, writing, return_exceptions=True)
+        assert [type(o) for o in outcomes] == [ConnectionError, ConnectionError], outcomes
+        await caller.close()
+        del waiting, writing, outcomes
+        gc.collect()
+        await asyncio.sleep(0)
+        return unhandled
+
+    assert asyncio.run(scenario()) == []
+
+
 @pytest.mark.integration
 def test_loadgen_closed_and_open_loop_against_the_echo_server(echo_server: tuple[str, int]) -> None:
     address, pid = echo_server
@@ -119,6 +189,37 @@ def test_loadgen_closed_and_open_loop_against_the_echo_server(echo_server: tuple
     assert opened["rate_rps"] == 100.0 and {"late_sends", "max_send_lag_ms"} <= set(opened)
 
 
+def test_check_servers_names_the_servers_that_exited() -> None:
+    check_servers({"me": os.getpid(), "not started": 0})  # alive; pid 0 is no process to check
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    while not process_exited(exited.pid):  # a zombie until reaped: exited all the same
+        time.sleep(0.01)
+    with pytest.raises(ServerGone, match=rf"^triton \(pid {exited.pid}\) exited"):
+        check_servers({"me": os.getpid(), "triton": exited.pid})
+    exited.wait()  # reaped: gone from /proc
+    with pytest.raises(ServerGone, match=rf"triton \(pid {exited.pid}\)"):
+        check_servers({"triton": exited.pid})
+
+
+@pytest.mark.integration
+def test_a_point_stops_at_the_window_after_its_server_dies(echo_server: tuple[str, int]) -> None:
+    address, pid = echo_server
+    target = Target("echo", address, "oip", check=False)
+    # Windows that never agree (tolerance 0 on a noisy rate): without the check, the point would run all ten.
+    windows = Windows(warmup_s=0.1, window_s=0.3, max_windows=10, tolerance=0.0, timeout_s=2.0)
+    killer = threading.Timer(0.6, os.kill, (pid, signal.SIGKILL))
+    with LoadGenerator(workers=1, servers={"echo": pid}) as generator:
+        generator.probe(target)
+        killer.start()
+        try:
+            with pytest.raises(ServerGone, match=rf"echo \(pid {pid}\) exited"):
+                generator.closed_loop(target, 2, windows)
+        finally:
+            killer.cancel()
+        with pytest.raises(ServerGone):  # and every later point refuses to start
+            generator.closed_loop(target, 2, windows)
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec("pytriton") is None, reason="needs the triton extra")
 def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> None:
@@ -134,7 +235,7 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
     assert len(reports) == 1
     report = json.loads(reports[0].read_text())
     assert {"meta", "results", "comparison", "files"} <= set(report)
-    assert report["meta"]["machine"]["cpus"] >= 1
+    assert report["meta"]["machine"]["cpus"] >= 1 and report["meta"]["stopped_early"] is None
     for name in report["files"].values():
         assert (tmp_path / name).is_file()
     if importlib.util.find_spec("matplotlib") is not None:
