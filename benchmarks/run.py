@@ -46,7 +46,11 @@ shows it.
 It prints a Markdown table and writes ``run-<profile>-<time>.json`` (every
 window of every point), ``.md`` (the table) and ``.png`` (latency against
 throughput; needs matplotlib) into ``benchmarks/results/`` (or ``--out``).
-Everything it started is stopped on the way out, also on errors.
+Everything it started is stopped on the way out, also on errors. A server
+that exits mid-run (Triton, the gateway, the floor) stops the run at the
+window that notices (``loadgen.ServerGone``): the report then holds the points
+measured before, says why it stopped, the servers' logs are kept, and the
+command exits 1.
 """
 
 from __future__ import annotations
@@ -73,7 +77,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.h2load import H2Load
-from benchmarks.loadgen import LoadGenerator, Target, Windows, cpu_seconds, hdr_available, process_tree
+from benchmarks.loadgen import (
+    LoadGenerator,
+    ServerGone,
+    Target,
+    Windows,
+    cpu_seconds,
+    hdr_available,
+    process_tree,
+)
 from benchmarks.peers.pipeline import routes_toml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +120,11 @@ OPEN_PATHS = (*PATHS, "switchyard_batched")
 """Measured in open loop (fixed rates): the three ways, and the micro-batched route (its delay shows at low rates)."""
 STREAMED = ("triton_stream", "switchyard_stream", "switchyard_batched_stream")
 """The paths over a stream; each is compared with ``triton_stream``."""
+TRITON_STREAM_MAX_CONCURRENCY = 32
+"""``triton_stream`` is measured up to this concurrency only: the bundled Triton (2.51) segfaulted in
+``TRITONSERVER_InferenceRequestDelete`` with 128 requests in flight on its ``ModelStreamInfer`` streams (twice
+at c=128 over two streams, and once with 128 on one stream), which ends the run. Above it the stream rows
+have no direct baseline (their "× direct" is empty). The gateway never calls ``ModelStreamInfer``."""
 CNN_PATHS = ("cnn_triton", "cnn_floor", "cnn_switchyard", "cnn_switchyard_shm", "cnn_switchyard_shm_stream")
 """The same three ways to the compute-heavy CNN, the gateway with shared memory to Triton, and that gateway
 over ``InferStream`` (closed loop only, at the profile's ``cnn_concurrency``; all against ``cnn_triton``)."""
@@ -643,6 +660,7 @@ def run(
     started = datetime.datetime.now(datetime.timezone.utc)
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     results: list[dict[str, Any]] = []
+    stopped: str | None = None
     failed = True
     try:
         with stack(work_dir, log) as servers:
@@ -686,28 +704,13 @@ def run(
                     *((name, c, profile.windows) for c in profile.concurrency for name in (*PATHS, *CLOSED_ONLY)),
                     *((name, c, profile.cnn_windows) for c in profile.cnn_concurrency for name in CNN_PATHS),
                 ]
-                for round_number in range(1, rounds + 1):
-                    for name, concurrency, windows in points:
-                        if name not in targets:
-                            continue  # a stream, with h2load
-                        of_rounds = f", round {round_number} of {rounds}" if rounds > 1 else ""
-                        log(f"{name}: closed loop, concurrency {concurrency}{of_rounds}")
-                        result = generator.closed_loop(targets[name], concurrency, windows)
-                        results.append({**result, "round": round_number})
-                if profile.echo and profile.concurrency:
-                    concurrency = max(profile.concurrency)
-                    log(f"echo (the load generator's ceiling): closed loop, concurrency {concurrency}")
-                    results.append(generator.closed_loop(targets["echo"], concurrency, profile.windows))
-                rates = _auto_rates(results) if isinstance(profile.rates, str) else profile.rates
-                if rates and not isinstance(generator, LoadGenerator):
-                    log(f"no open-loop points: {driver} drives closed loops only")
-                    rates = ()
-                for rate in rates:
-                    for name in OPEN_PATHS:
-                        log(f"{name}: open loop, {rate:g} requests/s")
-                        results.append(generator.open_loop(targets[name], rate, profile.windows))
+                try:
+                    _measure_all(generator, targets, points, rounds, profile, driver, results, log)
+                except ServerGone as exc:
+                    stopped = f"stopped early: {exc}"
+                    log(f"{stopped}; the report holds the points measured before")
                 totals = {name: cpu_seconds(process_tree(pid)) for name, pid in pids.items()}
-        failed = False
+        failed = stopped is not None
     finally:
         if failed:
             log(f"logs of the servers are kept in {work_dir}")
@@ -733,6 +736,7 @@ def run(
             "windows": asdict(profile.windows),
             "rounds": rounds,
             "server_cpu_s_at_end": {name: round(value, 2) for name, value in totals.items()},
+            "stopped_early": stopped,
         },
         "results": results,
         "comparison": rows,
@@ -751,10 +755,49 @@ def run(
     else:
         log("matplotlib is not installed (pip install -e '.[bench]'): no plot")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    if stopped:
+        table += f"\n\n**{stopped.capitalize()}** (the servers' logs are kept in {work_dir})."
     stem.with_suffix(".md").write_text(f"{title}\n\n{table}\n")
     print(table, flush=True)
     log("wrote " + ", ".join(str(out / name) for name in report["files"].values()))
     return report
+
+
+def _measure_all(
+    generator: Any,
+    targets: dict[str, Target],
+    points: Sequence[tuple[str, int, Windows]],
+    rounds: int,
+    profile: Profile,
+    driver: str,
+    results: list[dict[str, Any]],
+    log: Callable[[str], None],
+) -> None:
+    """Every point of a run, appended to ``results`` as measured: closed loop by rounds, echo, then open loop."""
+    for round_number in range(1, rounds + 1):
+        for name, concurrency, windows in points:
+            if name not in targets:
+                continue  # a stream, with h2load
+            if name == "triton_stream" and concurrency > TRITON_STREAM_MAX_CONCURRENCY:
+                limit = TRITON_STREAM_MAX_CONCURRENCY
+                log(f"{name} at c={concurrency}: skipped (Triton's own streams crash it above c={limit})")
+                continue
+            of_rounds = f", round {round_number} of {rounds}" if rounds > 1 else ""
+            log(f"{name}: closed loop, concurrency {concurrency}{of_rounds}")
+            result = generator.closed_loop(targets[name], concurrency, windows)
+            results.append({**result, "round": round_number})
+    if profile.echo and profile.concurrency:
+        concurrency = max(profile.concurrency)
+        log(f"echo (the load generator's ceiling): closed loop, concurrency {concurrency}")
+        results.append(generator.closed_loop(targets["echo"], concurrency, profile.windows))
+    rates = _auto_rates(results) if isinstance(profile.rates, str) else profile.rates
+    if rates and not isinstance(generator, LoadGenerator):
+        log(f"no open-loop points: {driver} drives closed loops only")
+        rates = ()
+    for rate in rates:
+        for name in OPEN_PATHS:
+            log(f"{name}: open loop, {rate:g} requests/s")
+            results.append(generator.open_loop(targets[name], rate, profile.windows))
 
 
 def _levels(text: str) -> tuple[int, ...]:
@@ -802,7 +845,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)])
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    run(
+    report = run(
         profile,
         workers=args.workers,
         batch=args.batch,
@@ -812,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         driver=args.driver,
         rounds=args.rounds,
     )
-    return 0
+    return 1 if report["meta"]["stopped_early"] else 0
 
 
 def _stderr(message: str) -> None:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from benchmarks.run import across_rounds, compare, floor_of, markdown_table, rounds_table
+from benchmarks.run import (
+    PROFILES,
+    TRITON_STREAM_MAX_CONCURRENCY,
+    _measure_all,
+    across_rounds,
+    compare,
+    floor_of,
+    markdown_table,
+    rounds_table,
+)
 
 
 def result(target: str, rps: float, round_number: int, *, concurrency: int = 32, p99: float = 10.0) -> dict[str, Any]:
@@ -73,3 +83,31 @@ def test_across_rounds_gives_median_and_range_of_each_ratio() -> None:
     assert summary["triton"]["throughput_vs_floor"] is None
     table = rounds_table(list(summary.values()))
     assert "| c=32 | switchyard_batched | 3 | 1,100 (900–1,300) | 0.55 (0.45–0.65) | 1.10 (0.90–1.30) |" in table
+
+
+class _RecordingGenerator:
+    """Stands in for the load generator: records the closed-loop points asked of it."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[str, int]] = []
+
+    def closed_loop(self, target: Any, concurrency: int, windows: Any) -> dict[str, Any]:
+        self.points.append((target, concurrency))
+        return result(target, 100.0, 1, concurrency=concurrency)
+
+
+def test_triton_stream_is_not_measured_where_it_crashes_triton() -> None:
+    limit = TRITON_STREAM_MAX_CONCURRENCY
+    profile = replace(PROFILES["smoke"], echo=False, rates=())
+    points = [(name, c, profile.windows) for c in (limit, limit * 4) for name in ("triton_stream", "switchyard_stream")]
+    generator, results = _RecordingGenerator(), []
+    targets = {"triton_stream": "triton_stream", "switchyard_stream": "switchyard_stream"}
+    _measure_all(generator, targets, points, 1, profile, "python", results, lambda message: None)
+    assert generator.points == [
+        ("triton_stream", limit),
+        ("switchyard_stream", limit),
+        ("switchyard_stream", limit * 4),
+    ]
+    rows = {(row["target"], row["load"]): row for row in compare(results)}
+    assert rows[("switchyard_stream", limit)]["throughput_vs_direct"] == 1.0
+    assert rows[("switchyard_stream", limit * 4)]["throughput_vs_direct"] is None  # no baseline, no ratio
