@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Callable
 from types import ModuleType
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -33,7 +34,7 @@ CHUNK_BYTES = 1 << 20
 """On NumPy, per-image ops work through a batch in slices of about this many bytes of FP32 working array."""
 
 
-def by_chunks(array: Any, row_bytes: int, xp: ModuleType, compute: Any) -> Any:
+def by_chunks(array: Any, row_bytes: int, xp: ModuleType, compute: Callable[[Any], Any]) -> Any:
     """``compute(array)`` for an op that treats each image on its own; on NumPy, slice by slice.
 
     A whole batch's FP32 temporaries (8-70 MB for 8-64 224x224 images) miss the CPU caches and come as
