@@ -49,7 +49,6 @@ import argparse
 import datetime
 import functools
 import io
-import json
 import statistics
 import sys
 import time
@@ -61,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.run import DEFAULT_OUT, _spread, _stderr, report_meta
+from benchmarks.run import DEFAULT_OUT, _spread, _stderr, render_table, report_meta, write_report
 from switchyard.proxy.ops import Op, build_op
 from switchyard.proxy.xp import to_device, to_host
 
@@ -198,16 +197,14 @@ def measure(
     decoder, ops = build_pipeline()
     images = list(images) if images is not None else generated_images(max(profile.batches))
     points = []
-    reference: dict[int, np.ndarray] = {}
+    decoded: dict[int, np.ndarray] = {}
     for batch in profile.batches:
-        pixels = decode(decoder, images[:batch])
-        reference[batch] = device_part(ops, pixels, np)
+        pixels = decoded[batch] = decode(decoder, images[:batch])
+        reference = device_part(ops, pixels, np)
         for name, xp in modules.items():
             got = device_part(ops, pixels, xp)
-            if not _agree(got, reference[batch], atol=1e-4):
-                raise AssertionError(
-                    f"{name} differs from NumPy at batch {batch}: {_difference(got, reference[batch])}"
-                )
+            if not _agree(got, reference, atol=1e-4):
+                raise AssertionError(f"{name} differs from NumPy at batch {batch}: {_difference(got, reference)}")
             one_by_one = per_image(ops, pixels, xp)
             if not _agree(one_by_one, got, atol=1e-5):
                 raise AssertionError(f"{name}: one image at a time differs from the batch at batch {batch}")
@@ -216,11 +213,10 @@ def measure(
             batch_images = images[:batch]
             times = time_call(functools.partial(decode, decoder, batch_images), profile.seconds, profile.warmup)
             points.append(_point("host", "decode", batch, round_index, times))
-            pixels = decode(decoder, batch_images)
             for name, xp in modules.items():
                 for mode in MODES:
                     run_once = device_part if mode == "batched" else per_image
-                    call = functools.partial(run_once, ops, pixels, xp)
+                    call = functools.partial(run_once, ops, decoded[batch], xp)
                     times = time_call(call, profile.seconds, profile.warmup)
                     points.append(_point(name, mode, batch, round_index, times))
                     log(f"round {round_index + 1} batch {batch} {name} {mode}: {points[-1]['median_ms']:.2f} ms")
@@ -250,7 +246,7 @@ def summarise(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if xp_name == "host":
             continue
         mine = [p for p in points if (p["xp"], p["mode"], p["batch"]) == (xp_name, mode, batch)]
-        x_numpy, x_per_image, totals = [], [], []
+        x_numpy, x_per_image, totals, decode_ms = [], [], [], []
         for p in mine:
             numpy_point = by_key.get(("numpy", mode, batch, p["round"]))
             x_numpy.append(numpy_point["median_ms"] / p["median_ms"] if numpy_point else None)
@@ -258,6 +254,7 @@ def summarise(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             x_per_image.append(other["median_ms"] / p["median_ms"] if other and mode == "batched" else None)
             decoded = by_key.get(("host", "decode", batch, p["round"]))
             totals.append(batch / ((p["median_ms"] + decoded["median_ms"]) / 1e3) if decoded else None)
+            decode_ms.append(decoded["median_ms"] if decoded else None)
         rows.append(
             {
                 "xp": xp_name,
@@ -267,11 +264,7 @@ def summarise(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "median_ms": statistics.median(p["median_ms"] for p in mine),
                 "p90_ms": statistics.median(p["p90_ms"] for p in mine),
                 "images_per_s": statistics.median(p["images_per_s"] for p in mine),
-                "decode_ms": statistics.median(
-                    by_key[("host", "decode", batch, p["round"])]["median_ms"]
-                    for p in mine
-                    if ("host", "decode", batch, p["round"]) in by_key
-                ),
+                "decode_ms": statistics.median(ms for ms in decode_ms if ms is not None),
                 "x_numpy": _spread(x_numpy),
                 "x_per_image": _spread(x_per_image),
                 "total_images_per_s": _spread(totals),
@@ -302,27 +295,23 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         "decode ms",
         "images/s with decode",
     )
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in sorted(rows, key=lambda r: (r["batch"], r["mode"] != "batched", r["xp"] != "numpy")):
-        lines.append(
-            "| "
-            + " | ".join(
-                (
-                    str(row["batch"]),
-                    row["xp"],
-                    "whole batch" if row["mode"] == "batched" else "one image at a time",
-                    f"{row['median_ms']:,.2f}",
-                    f"{row['p90_ms']:,.2f}",
-                    f"{row['images_per_s']:,.0f}",
-                    _cell(row["x_numpy"], ".2f"),
-                    _cell(row["x_per_image"], ".2f"),
-                    f"{row['decode_ms']:,.2f}",
-                    _cell(row["total_images_per_s"], ",.0f"),
-                )
-            )
-            + " |"
-        )
-    return "\n".join(lines)
+    ordered = sorted(rows, key=lambda r: (r["batch"], r["mode"] != "batched", r["xp"] != "numpy"))
+    return render_table(
+        header,
+        ordered,
+        lambda row: (
+            str(row["batch"]),
+            row["xp"],
+            "whole batch" if row["mode"] == "batched" else "one image at a time",
+            f"{row['median_ms']:,.2f}",
+            f"{row['p90_ms']:,.2f}",
+            f"{row['images_per_s']:,.0f}",
+            _cell(row["x_numpy"], ".2f"),
+            _cell(row["x_per_image"], ".2f"),
+            f"{row['decode_ms']:,.2f}",
+            _cell(row["total_images_per_s"], ",.0f"),
+        ),
+    )
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
@@ -391,16 +380,16 @@ def run(
         f"CPU: {meta['machine']['cpu_model']} ({meta['machine']['cpus']} CPUs); "
         f"GPU: {device if cupy is not None else 'none'}" + (f"; CuPy rows left out: {skipped}" if skipped else "")
     )
-    table = markdown_table(rows)
-    stem = f"preprocess-{profile.name}-{started:%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    report["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md"}
-    if plot(rows, out / f"{stem}.png", title.splitlines()[0].lstrip("# ")):
-        report["files"]["plot"] = f"{stem}.png"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(f"{title}\n\n{table}\n")
-    print(table, flush=True)
-    log("wrote " + ", ".join(str(out / name) for name in report["files"].values()))
+    heading = title.splitlines()[0].lstrip("# ")
+    write_report(
+        out,
+        f"preprocess-{profile.name}",
+        report,
+        title,
+        markdown_table(rows),
+        log,
+        lambda path: plot(rows, path, heading),
+    )
     return report
 
 

@@ -467,10 +467,13 @@ def errors_cell(row: dict[str, Any]) -> str:
 def render_table(
     header: Sequence[str], rows: Sequence[dict[str, Any]], cells: Callable[[dict[str, Any]], Sequence[str]]
 ) -> str:
-    """A markdown table of ``rows`` (one line each from ``cells``), with the † note when a point did not settle."""
+    """A markdown table of ``rows`` (one line each from ``cells``), with the † note when a point did not settle.
+
+    Rows without ``converged`` (points not measured in windows) count as settled.
+    """
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
-    if any(not row["converged"] for row in rows):
+    if any(not row.get("converged", True) for row in rows):
         lines += ["", NOT_SETTLED]
     return "\n".join(lines)
 
@@ -606,20 +609,32 @@ def report_meta(started: datetime.datetime, profile: str, command: str, workers:
 
 
 def write_report(
-    out: Path, prefix: str, report: dict[str, Any], title: str, table: str, log: Callable[[str], None]
+    out: Path,
+    prefix: str,
+    report: dict[str, Any],
+    title: str,
+    table: str,
+    log: Callable[[str], None],
+    draw: Callable[[Path], bool] | None = None,
 ) -> None:
     """Write ``report`` as ``out/<prefix>-<start time>.json``, ``title`` and ``table`` as ``.md``; print the table.
 
-    With matplotlib, the closed-loop points of ``report["results"]`` are also plotted (``.png``: latency against
-    throughput, one line per target, in the order they were measured).
+    ``draw(path)`` writes the ``.png`` and says whether it could (matplotlib may be missing). By default, the
+    closed-loop points of ``report["results"]`` are plotted (latency against throughput, one line per target,
+    in the order they were measured).
     """
     started = datetime.datetime.fromisoformat(report["meta"]["started"])
     stem = f"{prefix}-{started:%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     report["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md"}
-    results = report.get("results", [])
-    targets = list(dict.fromkeys(result["target"] for result in results))
-    if targets and plot(results, out / f"{stem}.png", title, targets):
+    if draw is None:
+        results = report.get("results", [])
+        targets = list(dict.fromkeys(result["target"] for result in results))
+
+        def draw(path: Path) -> bool:
+            return bool(targets) and plot(results, path, title, targets)
+
+    if draw(out / f"{stem}.png"):
         report["files"]["plot"] = f"{stem}.png"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text(f"{title}\n\n{table}\n")
