@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,15 +206,21 @@ def test_a_point_stops_at_the_window_after_its_server_dies(echo_server: tuple[st
     target = Target("echo", address, "oip", check=False)
     # Windows that never agree (tolerance 0 on a noisy rate): without the check, the point would run all ten.
     windows = Windows(warmup_s=0.1, window_s=0.3, max_windows=10, tolerance=0.0, timeout_s=2.0)
-    killer = threading.Timer(0.6, os.kill, (pid, signal.SIGKILL))
-    with LoadGenerator(workers=1, servers={"echo": pid}) as generator:
+    measured: list[str] = []
+
+    def kill_after_the_first_window(message: str) -> None:
+        # The generator logs each window before it checks the servers: the server is gone by that check.
+        measured.append(message)
+        if "window 1:" in message:
+            os.kill(pid, signal.SIGKILL)
+            while not process_exited(pid):
+                time.sleep(0.01)
+
+    with LoadGenerator(workers=1, servers={"echo": pid}, log=kill_after_the_first_window) as generator:
         generator.probe(target)
-        killer.start()
-        try:
-            with pytest.raises(ServerGone, match=rf"echo \(pid {pid}\) exited"):
-                generator.closed_loop(target, 2, windows)
-        finally:
-            killer.cancel()
+        with pytest.raises(ServerGone, match=rf"echo \(pid {pid}\) exited"):
+            generator.closed_loop(target, 2, windows)
+        assert len([m for m in measured if " window " in m]) == 1  # stopped at the window that noticed
         with pytest.raises(ServerGone):  # and every later point refuses to start
             generator.closed_loop(target, 2, windows)
 
