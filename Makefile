@@ -22,7 +22,7 @@ test: venv             ## the whole suite: unit + integration against real Trito
 unit: venv             ## fast tests only (no Triton)
 	$(BIN)/python -m pytest -m "not integration"
 
-protos: venv           ## regenerate client_sdk/v1 from protos/
+protos: venv           ## regenerate the Python stubs beside the .proto files in protos/switchyard/v1
 	$(BIN)/python scripts/gen_protos.py
 
 models: venv           ## build the bundled model repository

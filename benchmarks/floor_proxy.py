@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 import uvloop
 
-from switchyard.client.channel import channel_options, server_options
+from switchyard.v1.channel import channel_options, server_options
 
 DEFAULT_TIMEOUT_S = 30.0
 """Deadline given to the upstream call when the caller sent none."""

@@ -1094,7 +1094,7 @@ async def _run(conn: Connection, call: Callable[..., Any], request: bytes, comma
 async def _worker(conn: Connection) -> None:
     import grpc
 
-    from switchyard.client.channel import channel_options
+    from switchyard.v1.channel import channel_options
 
     channels: dict[tuple[str, int], grpc.aio.Channel] = {}
     streams: dict[Target, StreamCaller] = {}

@@ -86,7 +86,7 @@ from benchmarks.run import (
 )
 
 MODELS = ("digits_logreg", "wine_classifier", "wine_alcohol_regressor")
-ROUTES_TOML = """# Written by benchmarks/patterns.py: the routes it compares (names as in server/default_routes.toml).
+ROUTES_TOML = """# Written by benchmarks/patterns.py: the routes it compares (names as in the bundled routes).
 [[routes]]
 name = "digits"
 model = "digits_logreg"
@@ -394,7 +394,7 @@ def run(
     """
     from switchyard.models.build import MODELS as BUNDLED
     from switchyard.models.build import build_repository
-    from switchyard.server.triton import LocalTriton
+    from switchyard.server.local_triton import LocalTriton
 
     started = datetime.datetime.now(datetime.timezone.utc)
     concurrency = CONCURRENCY[profile_name]

@@ -62,7 +62,7 @@ import numpy as np
 
 from benchmarks.run import DEFAULT_OUT, _spread, _stderr, render_table, report_meta, write_report
 from switchyard.proxy.ops import Op, build_op
-from switchyard.proxy.xp import to_device, to_host
+from switchyard.proxy.ops.array_module import to_device, to_host
 
 SOURCE_SIDE = 300
 """The generated images are SOURCE_SIDE x SOURCE_SIDE RGB JPEGs."""

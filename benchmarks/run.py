@@ -276,7 +276,7 @@ def gateway_command(triton_url: str, routes: Path) -> list[str]:
 def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
     """Triton, the gateway, the floor and the echo server, started in order and stopped in reverse."""
     from switchyard.models.build import MODELS, build_repository
-    from switchyard.server.triton import LocalTriton
+    from switchyard.server.local_triton import LocalTriton
 
     log(f"building {MODEL} and {CNN_MODEL} into {work_dir / 'models'}")
     repository = build_repository(work_dir / "models", [spec for spec in MODELS if spec.name in (MODEL, CNN_MODEL)])

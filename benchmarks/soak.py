@@ -29,10 +29,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from switchyard.client.channel import channel_options
-from switchyard.client.tensors import from_numpy
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.channel import channel_options
+from switchyard.v1.tensors import from_numpy
 
 
 def rss_bytes(pid: int) -> int:

@@ -210,7 +210,7 @@ def run(
 ) -> dict[str, Any]:
     """Build the variants, start one Triton, measure every plan, write the report; returns it."""
     from switchyard.models.build import MODELS, build_repository
-    from switchyard.server.triton import LocalTriton
+    from switchyard.server.local_triton import LocalTriton
 
     started = datetime.datetime.now(datetime.timezone.utc)
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-triton-features-"))

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy.typing as npt
 
 from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1.tensors import from_numpy, to_numpy
 
 from .errors import SwitchyardError, Unknown, error_from
 from .results import (
@@ -26,7 +27,6 @@ from .results import (
     TensorSpec,
     new_request_id,
 )
-from .tensors import from_numpy, to_numpy
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 MetadataLike = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]

@@ -22,9 +22,9 @@ import numpy.typing as npt
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc, jobs_pb2_grpc
 from switchyard.v1 import jobs_pb2 as jpb
+from switchyard.v1.channel import channel_options
 
 from . import jobs, messages
-from .channel import channel_options
 from .errors import SwitchyardError, Unknown, error_from, rpc_code
 from .results import InferResult, ProgressiveResult, RouteInfo, StreamRequest
 from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy, check_timeout

@@ -2,7 +2,7 @@
 
 Every error a client can see is one of these classes: each carries the gRPC
 status code and the message sent to the client. Handlers raise them; one
-place (``proxy.service``) turns them into statuses. Errors from Triton are
+place (``proxy.grpc.gateway``) turns them into statuses. Errors from Triton are
 translated here too (:func:`from_backend`), so the rest of the proxy never
 looks at backend status codes. Anything else is a bug and becomes
 ``INTERNAL`` with a fixed message and the request id (see ``internal_error``).

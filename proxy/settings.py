@@ -4,7 +4,7 @@ Every knob (ports, limits, timeouts, grace periods) lives here with its
 default and meaning; each can be set from the environment with the
 ``SWITCHYARD_`` prefix (``SWITCHYARD_PORT=9000``) or from the command line.
 Route definitions are not settings: they live in the routes file
-(``proxy.config``).
+(``proxy.routes.schema``).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class GatewaySettings(BaseSettings):
         256 * 1024 * 1024, ge=1024, description="Memory bound of the in-process cache of pre-processed inputs."
     )
     data_cache_ttl_s: float = Field(300.0, gt=0, description="How long pre-processed inputs stay cached.")
-    # Transport security and API keys (checked and applied by proxy.security).
+    # Transport security and API keys (checked and applied by proxy.grpc.security).
     tls_cert_file: Path | None = Field(
         None, description="Server certificate chain (PEM); with tls_key_file the gRPC port serves TLS only."
     )
@@ -119,7 +119,7 @@ class GatewaySettings(BaseSettings):
     )
     api_keys_file: Path | None = Field(
         None,
-        description="API keys and the routes each may call (TOML, format in proxy/security.py); with it or "
+        description="API keys and the routes each may call (TOML, format in proxy/grpc/security); with it or "
         "SWITCHYARD_API_KEYS (name:key,...) every call outside auth_public_services needs a key.",
     )
     auth_public_services: tuple[str, ...] = Field(

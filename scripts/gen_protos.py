@@ -2,7 +2,7 @@
 
 One command, run from anywhere: ``python scripts/gen_protos.py``. It compiles
 every ``protos/switchyard/v1/*.proto`` with grpcio-tools and writes the result
-to ``client_sdk/v1/`` (importable as ``switchyard.v1``). With ``--check`` it
+to ``protos/switchyard/v1/`` (importable as ``switchyard.v1``). With ``--check`` it
 writes nothing and exits 1 when the committed stubs differ from a fresh
 generation (the test suite runs that).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE = Path("switchyard") / "v1"
-TARGET = ROOT / "client_sdk" / "v1"
+TARGET = PROTO_ROOT / PACKAGE
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 

@@ -19,7 +19,7 @@ PACKAGES = {
     "client": "client_sdk",
     "server": "server",
     "models": "triton_models",
-    "v1": "client_sdk/v1",
+    "v1": "protos/switchyard/v1",
 }
 CHECKED = ["switchyard.proxy", "switchyard.client", "switchyard.server"]
 

@@ -32,12 +32,12 @@ import uvloop
 from pydantic import ValidationError
 
 from switchyard.client.batch.cli import add_parser as add_batch_parser
-from switchyard.proxy.app import Gateway, PortInUse
-from switchyard.proxy.config import load_routes
 from switchyard.proxy.errors import ConfigError, GatewayError
-from switchyard.proxy.security import load_security
+from switchyard.proxy.gateway import Gateway, PortInUse
+from switchyard.proxy.grpc.security import load_security
+from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewaySettings
-from switchyard.server.triton import LocalTriton, LocalTritonError
+from switchyard.server.local_triton import LocalTriton, LocalTritonError
 from switchyard.server.workers import WorkerPool, WorkersGaveUp, WorkerStartFailed
 
 log = logging.getLogger("switchyard")
@@ -193,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
         "--api-keys-file",
         dest="api_keys_file",
         type=Path,
-        help="API keys and their allowed routes (TOML, see proxy/security.py); "
+        help="API keys and their allowed routes (TOML, see proxy/grpc/security); "
         "SWITCHYARD_API_KEYS=name:key,... adds keys allowed every route",
     )
     s.add_argument(

@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from prometheus_client import ProcessCollector
 from prometheus_client.metrics_core import Metric
 
-from switchyard.proxy.app import PortInUse
+from switchyard.proxy.gateway import PortInUse
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.triton import die_with_parent_hook
+from switchyard.server.local_triton import die_with_parent_hook
 
 log = logging.getLogger(__name__)
 
@@ -390,8 +390,8 @@ async def _forward(stream: asyncio.StreamReader) -> None:
 
 
 async def _serve_worker(settings_json: bytes) -> int:
-    from switchyard.proxy.app import Gateway
-    from switchyard.proxy.config import load_routes
+    from switchyard.proxy.gateway import Gateway
+    from switchyard.proxy.routes.schema import load_routes
 
     settings = GatewaySettings.model_validate_json(settings_json)
     routes = load_routes(settings.routes_file)

@@ -290,19 +290,19 @@ def test_profile_parses_collapsed_stacks_per_thread() -> None:
 
     main = "_run_module_as_main (<frozen runpy>);main (server/cli.py);run (uvloop/__init__.py)"
     lines = [
-        f"{main};handle (proxy/wire.py);infer (proxy/routes/single.py) 6",
-        f"{main};handle (proxy/wire.py) 3",
+        f"{main};handle (proxy/grpc/handlers.py);infer (proxy/routes/single.py) 6",
+        f"{main};handle (proxy/grpc/handlers.py) 3",
         "Thread._bootstrap (threading.py);Thread.run (threading.py) 2",
         "0x7f00 (/usr/lib/libc.so.6);stray (x.py) 1",  # a cut-short native stack with a root of its own
     ]
     profile = parse_raw(lines)
     assert profile.samples == 12
     assert profile.self_counts["infer (proxy/routes/single.py)"] == 6
-    assert profile.self_counts["handle (proxy/wire.py)"] == 3
+    assert profile.self_counts["handle (proxy/grpc/handlers.py)"] == 3
     # The entry frames shared by every stack of a thread are scaffolding, not inclusive time...
     assert "run (uvloop/__init__.py)" in profile.scaffolding
     assert "run (uvloop/__init__.py)" not in profile.inclusive_counts
-    assert profile.inclusive_counts["handle (proxy/wire.py)"] == 9
+    assert profile.inclusive_counts["handle (proxy/grpc/handlers.py)"] == 9
     # ...and a stray root hides nothing from the others.
     assert profile.inclusive_counts["stray (x.py)"] == 1
 
@@ -310,7 +310,7 @@ def test_profile_parses_collapsed_stacks_per_thread() -> None:
 def test_peer_pipeline_is_the_routes_file_and_runs_the_gateway_ops(tmp_path: Path) -> None:
     from benchmarks.peers import pipeline
     from switchyard.models.datasets import digits_png, digits_split
-    from switchyard.proxy.config import load_routes
+    from switchyard.proxy.routes.schema import load_routes
 
     routes_file = tmp_path / "routes.toml"
     routes_file.write_text(pipeline.routes_toml())

@@ -186,7 +186,7 @@ def top1(target: Target, timeout_s: float = 30.0) -> str:
             return str(json.loads(answer.read())["labels"][0])
     import grpc
 
-    from switchyard.client.tensors import to_numpy
+    from switchyard.v1.tensors import to_numpy
 
     with grpc.insecure_channel(target.address) as channel:
         data = channel.unary_unary(target.method)(target.request_bytes(), timeout=timeout_s, wait_for_ready=True)
@@ -309,7 +309,7 @@ def run(
 ) -> dict[str, Any]:
     from switchyard.models.build import MODELS, build_repository
     from switchyard.models.datasets import digits_png, digits_split
-    from switchyard.server.triton import LocalTriton
+    from switchyard.server.local_triton import LocalTriton
 
     if peers and not peers_python().exists():
         raise SystemExit(f"no peers' environment at {PEERS_VENV}: run python -m benchmarks.peers --setup first")

@@ -47,13 +47,13 @@ from typing import TypeVar
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from switchyard.client.channel import channel_options
 from switchyard.proxy import errors
 from switchyard.proxy.backend.breaker import CircuitBreaker, CircuitState
 from switchyard.proxy.backend.retry import RETRIES, RETRIES_SKIPPED, RetryBudget
 from switchyard.proxy.backend.shared_memory import SHM_INPUTS, SharedMemoryPool
-from switchyard.proxy.specs import TensorSpec
+from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1.channel import channel_options
 
 log = logging.getLogger(__name__)
 

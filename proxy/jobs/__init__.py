@@ -7,7 +7,7 @@
 * ``runner`` — the workers (bounded concurrency, heartbeats, retries) and the sweeper;
 * ``service`` — the ``switchyard.v1.Jobs`` gRPC service.
 
-:class:`JobQueue` assembles them for one gateway process (``proxy.app``).
+:class:`JobQueue` assembles them for one gateway process (``proxy.gateway``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from switchyard.proxy.errors import ConfigError
+from switchyard.proxy.grpc.gateway import GatewayService
+from switchyard.proxy.grpc.security import KeyStore
 from switchyard.proxy.jobs.records import JobRecord, JobState, Lease, QueueFull, StoreUnavailable
 from switchyard.proxy.jobs.redis_store import RedisJobStore
 from switchyard.proxy.jobs.runner import JobEvents, JobRunner
 from switchyard.proxy.jobs.service import JobsService
 from switchyard.proxy.jobs.sqlite_store import SqliteJobStore
 from switchyard.proxy.jobs.store import JobStore
-from switchyard.proxy.security import KeyStore
-from switchyard.proxy.service import GatewayService
 from switchyard.proxy.settings import GatewaySettings
 
 __all__ = [

@@ -41,7 +41,7 @@ from switchyard.proxy import metrics
 from switchyard.proxy.errors import GatewayError
 from switchyard.proxy.jobs.records import JobState, Lease, StoreUnavailable
 from switchyard.proxy.jobs.store import JobStore
-from switchyard.proxy.waiting import wait_event
+from switchyard.proxy.lifecycle.deadlines import wait_event
 from switchyard.v1 import gateway_pb2 as pb
 
 log = logging.getLogger(__name__)

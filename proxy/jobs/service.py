@@ -27,15 +27,15 @@ from typing import NoReturn, TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from switchyard.proxy.context import new_request_id
 from switchyard.proxy.errors import BackendError, DeadlineExceeded, GatewayError, InvalidInput
+from switchyard.proxy.grpc.gateway import GatewayService
+from switchyard.proxy.grpc.security import KeyStore, caller
 from switchyard.proxy.jobs.records import ENDED, TERMINAL, JobNotFound, JobRecord, JobState, new_job_id
 from switchyard.proxy.jobs.runner import JobRunner
 from switchyard.proxy.jobs.store import JobStore
-from switchyard.proxy.security import KeyStore, caller
-from switchyard.proxy.service import GatewayService
+from switchyard.proxy.lifecycle.context import new_request_id
+from switchyard.proxy.lifecycle.deadlines import wait_event
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.proxy.waiting import wait_event
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import jobs_pb2 as jpb
 from switchyard.v1 import jobs_pb2_grpc

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from switchyard.proxy.errors import ConfigError
-from switchyard.proxy.specs import TensorSpec
+from switchyard.proxy.tensor_spec import TensorSpec
 
 Arrays = dict[str, Any]
 Specs = dict[str, TensorSpec]

@@ -12,10 +12,10 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from switchyard.proxy.errors import GatewayError
+from switchyard.proxy.ops.array_module import to_host
 from switchyard.proxy.ops.base import Arrays, Op, OpTypeError, Specs, register_op
 from switchyard.proxy.ops.tensor_ops import FLOAT, require_numeric
-from switchyard.proxy.specs import TensorSpec
-from switchyard.proxy.xp import to_host
+from switchyard.proxy.tensor_spec import TensorSpec
 
 
 @register_op

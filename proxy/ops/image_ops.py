@@ -20,10 +20,10 @@ from PIL import Image
 from pydantic import Field, FiniteFloat, PositiveInt, field_validator, model_validator
 
 from switchyard.proxy.errors import InvalidInput
+from switchyard.proxy.ops.array_module import to_device
 from switchyard.proxy.ops.base import Op, OpTypeError, register_op
 from switchyard.proxy.ops.tensor_ops import require_numeric
-from switchyard.proxy.specs import TensorSpec
-from switchyard.proxy.xp import to_device
+from switchyard.proxy.tensor_spec import TensorSpec
 
 # [height, width] of an image, both positive.
 Size = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]

@@ -13,10 +13,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import FiniteFloat
 
-from switchyard.client.tensors import DATATYPES
 from switchyard.proxy.ops.base import Op, register_op
 from switchyard.proxy.ops.tensor_ops import require_numeric
-from switchyard.proxy.specs import TensorSpec
+from switchyard.proxy.tensor_spec import TensorSpec
+from switchyard.v1.tensors import DATATYPES
 
 
 @register_op

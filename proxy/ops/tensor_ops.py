@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from switchyard.client.tensors import DATATYPES
 from switchyard.proxy.ops.base import Op, OpTypeError, register_op
-from switchyard.proxy.specs import TensorSpec
+from switchyard.proxy.tensor_spec import TensorSpec
+from switchyard.v1.tensors import DATATYPES
 
 NUMERIC = frozenset(DATATYPES) - {"BYTES"}
 FLOAT = frozenset({"FP16", "FP32", "FP64"})

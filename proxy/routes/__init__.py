@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
 from switchyard.proxy.cache import Cache
-from switchyard.proxy.config import AnyRouteConfig, ParallelRouteConfig, RouteConfig, RoutesFile, SerialRouteConfig
 from switchyard.proxy.errors import ConfigError, GatewayError, RouteNotFound
 from switchyard.proxy.routes.base import Route, RouteDescription
 from switchyard.proxy.routes.composite import ParallelRoute, ProgressiveRoute, SerialRoute
+from switchyard.proxy.routes.schema import (
+    AnyRouteConfig,
+    ParallelRouteConfig,
+    RouteConfig,
+    RoutesFile,
+    SerialRouteConfig,
+)
 from switchyard.proxy.routes.single import SingleModelRoute
 
 __all__ = ["ProgressiveRoute", "Route", "RouteDescription", "RouteTable", "build_routes"]

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.proxy.cache import DATA_PREFIX, Cache, cache_key
-from switchyard.proxy.context import CallContext
 from switchyard.proxy.errors import ConfigError
+from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.ops import Op, OpTypeError
-from switchyard.proxy.specs import TensorSpec
-from switchyard.proxy.xp import array_module, to_device, to_host
+from switchyard.proxy.ops.array_module import array_module, to_device, to_host
+from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1.tensors import from_numpy, to_numpy
 
 # Above this many input bytes, ops run in a worker thread so one large
 # request cannot stall every other call on the event loop.

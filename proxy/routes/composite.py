@@ -25,18 +25,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import grpc
 import numpy as np
 
-from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
 from switchyard.proxy.cache import Cache
-from switchyard.proxy.config import (
-    ParallelRouteConfig,
-    ProgressiveRouteConfig,
-    SerialRouteConfig,
-    StepConfig,
-    TensorSpecConfig,
-)
-from switchyard.proxy.context import CallContext
 from switchyard.proxy.errors import BackendError, ConfigError, DeadlineExceeded, GatewayError
+from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.ops import Op, build_op
 from switchyard.proxy.routes.base import (
     Preprocessor,
@@ -46,8 +38,16 @@ from switchyard.proxy.routes.base import (
     fingerprint_of,
     run_ops,
 )
-from switchyard.proxy.specs import TensorSpec
+from switchyard.proxy.routes.schema import (
+    ParallelRouteConfig,
+    ProgressiveRouteConfig,
+    SerialRouteConfig,
+    StepConfig,
+    TensorSpecConfig,
+)
+from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1.tensors import from_numpy, to_numpy
 
 Specs = dict[str, TensorSpec]
 Tensors = dict[str, pb.Tensor]

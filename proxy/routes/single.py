@@ -5,7 +5,7 @@ bytes, no decoding); with no post-ops Triton's outputs come back the same
 way. Ops run only when the route declares them.
 
 With ``batching`` configured, the model call goes through a
-:class:`~switchyard.proxy.batching.MicroBatcher`: concurrent requests (per
+:class:`~switchyard.proxy.backend.batching.MicroBatcher`: concurrent requests (per
 version, input shapes and requested outputs) share one Triton call.
 """
 
@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from switchyard.proxy.backend.batching import MicroBatcher
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
-from switchyard.proxy.batching import MicroBatcher
 from switchyard.proxy.cache import Cache
-from switchyard.proxy.config import RouteConfig
-from switchyard.proxy.context import CallContext
 from switchyard.proxy.errors import ConfigError
+from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.ops import Op, build_op
 from switchyard.proxy.routes.base import Preprocessor, Route, RouteDescription, chain_specs, fingerprint_of, run_ops
-from switchyard.proxy.specs import TensorSpec
+from switchyard.proxy.routes.schema import RouteConfig
+from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 
 

@@ -16,8 +16,8 @@ import grpc.aio
 import pytest
 import uvloop
 
-from switchyard.client.channel import server_options
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.channel import server_options
 
 from .scripted_gateway import ScriptedGateway
 

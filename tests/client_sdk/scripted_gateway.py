@@ -45,9 +45,9 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from switchyard.client.tensors import to_numpy
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import to_numpy
 
 INVALID_MESSAGE = "inputs[x]: datatype INT64 is not FP32"
 UNAVAILABLE_MESSAGE = "backend triton is unavailable"

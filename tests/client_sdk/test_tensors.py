@@ -5,7 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from switchyard.client.tensors import (
+from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1.tensors import (
     DATATYPES,
     TensorDecodeError,
     datatype_of,
@@ -16,7 +17,6 @@ from switchyard.client.tensors import (
     raw_bytes,
     to_numpy,
 )
-from switchyard.v1 import gateway_pb2 as pb
 
 NUMERIC = [name for name in DATATYPES if name != "BYTES"]
 

@@ -21,10 +21,10 @@ import grpc
 import numpy as np
 import uvloop
 
-from switchyard.client.channel import channel_options
-from switchyard.client.tensors import from_numpy
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.channel import channel_options
+from switchyard.v1.tensors import from_numpy
 
 ERROR_PAUSE_S = 0.05
 REQUEST = pb.InferRequest(route="digits", inputs=[from_numpy("image", np.zeros((1, 64), np.float32))])

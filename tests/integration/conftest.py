@@ -8,12 +8,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from switchyard.client.channel import channel_options
 from switchyard.models.build import build_repository
-from switchyard.proxy.config import load_routes
+from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.channel import channel_options
 
 from .gateway_thread import GatewayThread
 

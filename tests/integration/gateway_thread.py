@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from switchyard.proxy.app import Gateway
-from switchyard.proxy.config import RoutesFile
+from switchyard.proxy.gateway import Gateway
+from switchyard.proxy.routes.schema import RoutesFile
 from switchyard.proxy.settings import GatewaySettings
 
 T = TypeVar("T")

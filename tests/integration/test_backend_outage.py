@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from switchyard.client.tensors import from_numpy
-from switchyard.proxy.config import load_routes
+from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy
 
 from .gateway_thread import GatewayThread
 from .waiting import wait_for

@@ -22,9 +22,9 @@ from switchyard.client import Client
 from switchyard.client.batch import BatchOptions, score
 from switchyard.client.batch.journal import read_progress
 from switchyard.models.datasets import wine_split
-from switchyard.proxy.config import load_routes
+from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 
 from .gateway_thread import GatewayThread
 from .triton_stats import model_counts

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.models.datasets import digits_png, digits_split
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy, to_numpy
 from tests.redis_server import RedisServer
 
 from .gateway_thread import GatewayThread

@@ -29,9 +29,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from switchyard.proxy.config import load_routes
+from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.triton import LocalTriton, free_port
+from switchyard.server.local_triton import LocalTriton, free_port
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 

@@ -6,10 +6,10 @@ import asyncio
 
 import grpc
 
-from switchyard.client.tensors import from_numpy
 from switchyard.models.datasets import digits_split
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy
 
 from .triton_stats import model_counts
 

@@ -8,10 +8,10 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.models.datasets import digits_split, wine_split
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy, to_numpy
 
 BATCH = 64
 

@@ -6,9 +6,9 @@ import grpc
 import numpy as np
 import pytest
 
-from switchyard.client.tensors import from_numpy
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy
 
 IMAGE = np.zeros((2, 64), np.float32)
 S = grpc.StatusCode

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import tritonclient.grpc as tritongrpc
 
 from switchyard.models import cnn
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 
 
 def test_triton_serves_image_cnn_like_onnxruntime(local_triton: LocalTriton, model_repository: Path) -> None:

@@ -15,14 +15,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from prometheus_client import REGISTRY
 
 from switchyard.client import Client, NotFound, Unavailable
-from switchyard.client.tensors import from_numpy
 from switchyard.models.datasets import digits_split
-from switchyard.proxy.config import load_routes
+from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import jobs_pb2 as jpb
 from switchyard.v1 import jobs_pb2_grpc
+from switchyard.v1.tensors import from_numpy
 from tests.redis_server import (
     RedisServer,
     redis_server,  # noqa: F401  (fixture)

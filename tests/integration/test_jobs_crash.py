@@ -27,7 +27,7 @@ import redis
 
 from switchyard.client import Client
 from switchyard.models.datasets import digits_split
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 from tests.redis_server import (
     RedisServer,
     redis_server,  # noqa: F401  (fixture)

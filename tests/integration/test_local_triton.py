@@ -17,8 +17,8 @@ import tritonclient.grpc as tritongrpc
 import tritonclient.grpc.aio as tritonaio
 
 from switchyard.models.datasets import digits_split, wine_split
-from switchyard.server import triton as triton_module
-from switchyard.server.triton import (
+from switchyard.server import local_triton as triton_module
+from switchyard.server.local_triton import (
     NOT_INSTALLED_MESSAGE,
     LocalTriton,
     PortInUse,

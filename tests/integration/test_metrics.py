@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from switchyard.client.tensors import from_numpy
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy
 
 from .gateway_thread import GatewayThread
 

@@ -8,14 +8,14 @@ import grpc
 import numpy as np
 import pytest
 
-from switchyard.client.channel import channel_options
-from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.models.datasets import digits_split
-from switchyard.proxy.config import parse_routes
+from switchyard.proxy.routes.schema import parse_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.channel import channel_options
+from switchyard.v1.tensors import from_numpy, to_numpy
 
 from .gateway_thread import GatewayThread
 from .triton_stats import model_counts

@@ -28,15 +28,15 @@ import psutil
 import pytest
 from prometheus_client import REGISTRY
 
-from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.models.datasets import digits_split
-from switchyard.proxy.app import Gateway
-from switchyard.proxy.config import RoutesFile, load_routes
 from switchyard.proxy.errors import BackendUnavailable
+from switchyard.proxy.gateway import Gateway
+from switchyard.proxy.routes.schema import RoutesFile, load_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy, to_numpy
 
 from .gateway_thread import GatewayThread
 from .waiting import wait_for

@@ -17,13 +17,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.models.datasets import digits_png, digits_split, wine_split
-from switchyard.proxy.config import parse_routes
+from switchyard.proxy.routes.schema import parse_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy, to_numpy
 
 from .gateway_thread import GatewayThread
 

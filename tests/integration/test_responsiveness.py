@@ -22,10 +22,10 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from switchyard.client.channel import channel_options
-from switchyard.client.tensors import from_numpy
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.channel import channel_options
+from switchyard.v1.tensors import from_numpy
 
 LOAD_THREADS = 8
 PNG_SIDE = 640  # random noise: about 400 KiB per PNG

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from switchyard.client.channel import channel_options
-from switchyard.client.tensors import from_numpy
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.channel import channel_options
+from switchyard.v1.tensors import from_numpy
 
 LINK_DELAY_S = 0.25  # every backend call is in flight at least this long
 GRACE_S = 10.0

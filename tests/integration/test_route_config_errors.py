@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from switchyard.proxy.backend.triton import TritonBackend
-from switchyard.proxy.config import parse_routes
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.routes import RouteTable, build_routes
-from switchyard.server.triton import LocalTriton
+from switchyard.proxy.routes.schema import parse_routes
+from switchyard.server.local_triton import LocalTriton
 
 
 def build(triton: LocalTriton, text: str) -> RouteTable:

@@ -28,15 +28,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from switchyard.client import AsyncClient, Client, PermissionDenied, Unauthenticated
-from switchyard.client.channel import channel_options
-from switchyard.client.tensors import from_numpy
-from switchyard.proxy.config import load_routes
-from switchyard.proxy.security import SecurityConfigError, load_security
+from switchyard.proxy.grpc.security import SecurityConfigError, load_security
+from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.cli import main as cli_main
-from switchyard.server.triton import LocalTriton
+from switchyard.server.local_triton import LocalTriton
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from switchyard.v1.channel import channel_options
+from switchyard.v1.tensors import from_numpy
 
 from .gateway_thread import GatewayThread
 
@@ -553,7 +553,7 @@ def test_start_up_warns_about_plaintext_readable_keys_and_unmatched_patterns(
     keys_file = tmp_path / "keys.toml"
     keys_file.write_text(f'[keys.alice]\nkey = "{ALICE_KEY}"\nroutes = ["digits", "wnie*"]\n')
     keys_file.chmod(0o644)
-    caplog.set_level(logging.WARNING, logger="switchyard.proxy.security")
+    caplog.set_level(logging.WARNING, logger="switchyard.proxy.grpc.security")
     security = load_security(GatewaySettings(api_keys_file=keys_file), environ={})
     security.log_warnings(["digits", "wine"])
     warnings = [record.getMessage() for record in caplog.records]

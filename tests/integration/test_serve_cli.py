@@ -15,10 +15,10 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchyard.client import Client
-from switchyard.client.tensors import from_numpy
 from switchyard.models.datasets import digits_split
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy
 from tests.integration.serve_process import running_serve
 
 

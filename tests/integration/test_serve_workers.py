@@ -11,10 +11,10 @@ import numpy as np
 import psutil
 import pytest
 
-from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.models.datasets import digits_split
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.tensors import from_numpy, to_numpy
 from tests.integration.serve_process import running_serve
 from tests.integration.waiting import wait_for
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from switchyard.proxy.admission import Admission, Shed
-from switchyard.proxy.config import parse_routes
 from switchyard.proxy.errors import ConfigError, Overloaded
+from switchyard.proxy.lifecycle.admission import Admission, Shed
+from switchyard.proxy.routes.schema import parse_routes
 from switchyard.proxy.settings import GatewaySettings
 
 

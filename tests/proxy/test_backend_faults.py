@@ -18,12 +18,12 @@ import pytest
 from prometheus_client import REGISTRY
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from switchyard.client.tensors import from_numpy
 from switchyard.proxy import errors
 from switchyard.proxy.backend.breaker import CircuitBreaker, CircuitOpen, CircuitState
 from switchyard.proxy.backend.retry import RetryBudget
 from switchyard.proxy.backend.triton import Failure, TritonBackend, classify
-from switchyard.server.triton import free_port
+from switchyard.server.local_triton import free_port
+from switchyard.v1.tensors import from_numpy
 
 INPUTS = [from_numpy("image", np.zeros((1, 64), np.float32))]
 

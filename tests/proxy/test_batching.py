@@ -9,14 +9,14 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from switchyard.client.tensors import from_numpy, to_numpy
 from switchyard.proxy import errors
+from switchyard.proxy.backend.batching import MicroBatcher
 from switchyard.proxy.backend.triton import InferResult
-from switchyard.proxy.batching import MicroBatcher
-from switchyard.proxy.config import RouteConfig, parse_routes
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.routes.base import fingerprint_of
+from switchyard.proxy.routes.schema import RouteConfig, parse_routes
 from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1.tensors import from_numpy, to_numpy
 
 
 class RecordingBackend:

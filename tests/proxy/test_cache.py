@@ -1,4 +1,4 @@
-"""proxy/cache.py: keys, the in-process LRU, the Redis cache against a real redis-server, and coalescing."""
+"""proxy/cache/__init__.py: keys, the in-process LRU, the Redis cache against a real redis-server, and coalescing."""
 
 from __future__ import annotations
 

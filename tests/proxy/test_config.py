@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.proxy.config import load_routes, parse_routes
 from switchyard.proxy.errors import ConfigError
+from switchyard.proxy.routes.schema import load_routes, parse_routes
 
 
 def test_bundled_default_routes_parse() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import re
 
-from switchyard.proxy.context import new_request_id
+from switchyard.proxy.lifecycle.context import new_request_id
 
 
 def _child_ids(queue: multiprocessing.Queue[list[str]]) -> None:

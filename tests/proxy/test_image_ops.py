@@ -19,8 +19,8 @@ from sklearn.datasets import load_digits
 
 from switchyard.proxy.errors import ConfigError, GatewayError, InvalidInput
 from switchyard.proxy.ops import OpTypeError, build_op, image_ops
-from switchyard.proxy.specs import TensorSpec
-from switchyard.proxy.xp import to_device, to_host
+from switchyard.proxy.ops.array_module import to_device, to_host
+from switchyard.proxy.tensor_spec import TensorSpec
 
 from .array_modules import CUPY, MODULES
 

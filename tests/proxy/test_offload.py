@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from switchyard.client.tensors import from_numpy
 from switchyard.proxy.routes import base
 from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1.tensors import from_numpy
 
 
 def test_large_inputs_run_on_the_ops_pool_small_ones_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:

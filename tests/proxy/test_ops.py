@@ -9,8 +9,8 @@ import pytest
 
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.ops import OpTypeError, build_op
-from switchyard.proxy.specs import TensorSpec
-from switchyard.proxy.xp import to_device, to_host
+from switchyard.proxy.ops.array_module import to_device, to_host
+from switchyard.proxy.tensor_spec import TensorSpec
 
 from .array_modules import MODULES
 

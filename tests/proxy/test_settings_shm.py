@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.proxy.app import _shm_room
+from switchyard.proxy.gateway import _shm_room
 
 
 def test_room_for_the_slots_is_checked_before_shared_memory_is_used(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert _shm_room(1024, str(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="switchyard.proxy.app"):
+    with caplog.at_level(logging.WARNING, logger="switchyard.proxy.gateway"):
         assert not _shm_room(1 << 62, str(tmp_path))
         assert not _shm_room(1024, str(tmp_path / "missing"))
     messages = [r.getMessage() for r in caplog.records]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from switchyard.client.tensors import from_numpy
 from switchyard.proxy.errors import InvalidInput
-from switchyard.proxy.specs import TensorSpec
-from switchyard.proxy.validation import check_request
+from switchyard.proxy.lifecycle.validation import check_request
+from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1.tensors import from_numpy
 
 INPUTS = (TensorSpec("image", "FP32", (-1, 64)), TensorSpec("mask", "BYTES", (-1,)))
 OUTPUTS = (TensorSpec("label", "INT64", (-1,)), TensorSpec("probabilities", "FP32", (-1, 10)))
@@ -183,7 +183,7 @@ def test_non_float_inputs_are_not_checked_for_finiteness() -> None:
 
 
 def test_route_config_takes_allow_non_finite() -> None:
-    from switchyard.proxy.config import RouteConfig
+    from switchyard.proxy.routes.schema import RouteConfig
 
     assert RouteConfig(name="r", model="m").allow_non_finite is True
     assert RouteConfig(name="r", model="m", allow_non_finite=False).allow_non_finite is False

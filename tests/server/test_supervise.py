@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.server.triton import LocalTriton, TritonGaveUp, TritonInstallation
+from switchyard.server.local_triton import LocalTriton, TritonGaveUp, TritonInstallation
 
 
 def _fake_triton(tmp_path: Path, script: str) -> LocalTriton:

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from switchyard.proxy.app import PortInUse
+from switchyard.proxy.gateway import PortInUse
 from switchyard.server.workers import reserve_port
 
 

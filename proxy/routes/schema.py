@@ -40,7 +40,7 @@ and ``data_cache = true`` (pre-processed inputs are reused). Single-model
 routes also take ``batching = { max_delay_ms = 2.0, max_batch = 64, eager = false }``
 (concurrent requests wait up to the delay to share one Triton call; with
 ``eager`` a request is sent at once when no merged call is in flight, or
-fewer than ``eager_calls``; see ``proxy.batching``; default off). Composite kinds
+fewer than ``eager_calls``; see ``proxy.backend.batching``; default off). Composite kinds
 replace ``model`` with a list of model calls, each a *step*::
 
     [[routes]]
@@ -139,7 +139,7 @@ class CacheConfig(BaseModel):
 
 
 class BatchingConfig(BaseModel):
-    """Gateway-side micro-batching of a single-model route (see ``proxy.batching``)."""
+    """Gateway-side micro-batching of a single-model route (see ``proxy.backend.batching``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -394,7 +394,7 @@ def parse_routes(text: str, source: str = "<routes>") -> RoutesFile:
 def load_routes(path: Path | None) -> RoutesFile:
     """Loads the routes file at ``path``, or the bundled default routes when None."""
     if path is None:
-        text = resources.files("switchyard.server").joinpath("default_routes.toml").read_text()
+        text = resources.files("switchyard.models").joinpath("default_routes.toml").read_text()
         return parse_routes(text, "default_routes.toml")
     try:
         text = path.read_text()

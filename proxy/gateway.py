@@ -4,7 +4,7 @@
 and type-checks every route (failing before the port opens if any is wrong),
 then serves ``switchyard.v1.Gateway``, ``grpc.health.v1.Health`` and server
 reflection on one port (TLS or mutual TLS and API keys when configured, see
-``proxy.security``), plus Prometheus metrics on another. Unless jobs are off,
+``proxy.grpc.security``), plus Prometheus metrics on another. Unless jobs are off,
 ``switchyard.v1.Jobs`` is served on the same port, with its job store and this
 process's job workers (``proxy.jobs``). ``Gateway.stop``
 reports NOT_SERVING, stops taking calls, lets in-flight ones finish within
@@ -21,20 +21,20 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from switchyard.client.channel import server_options
 from switchyard.proxy.backend.shared_memory import SharedMemoryPool
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
-from switchyard.proxy.config import RoutesFile
-from switchyard.proxy.health import HealthMonitor
+from switchyard.proxy.grpc.gateway import GatewayService
+from switchyard.proxy.grpc.handlers import JOBS_SERVICE, add_gateway_service, add_jobs_service
+from switchyard.proxy.grpc.health import HealthMonitor
+from switchyard.proxy.grpc.security import load_security
 from switchyard.proxy.jobs import JobQueue
 from switchyard.proxy.metrics import start_metrics_server
 from switchyard.proxy.routes import RouteTable, build_routes
-from switchyard.proxy.security import load_security
-from switchyard.proxy.service import GatewayService
+from switchyard.proxy.routes.schema import RoutesFile
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.proxy.wire import JOBS_SERVICE, add_gateway_service, add_jobs_service
 from switchyard.v1 import gateway_pb2, jobs_pb2
+from switchyard.v1.channel import server_options
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ client.
 
 Load shedding: every inference request (``Infer``, ``InferProgressive``, each
 request of an ``InferStream``) first takes a slot from the process's
-:class:`~switchyard.proxy.admission.Admission`. Past ``max_inflight`` (the
+:class:`~switchyard.proxy.lifecycle.admission.Admission`. Past ``max_inflight`` (the
 process's, or the route's own) it is answered ``RESOURCE_EXHAUSTED`` at once,
 before validation or any backend work, and counted in
 ``switchyard_shed_requests_total{route,reason}``; a shed stream request gets
@@ -32,14 +32,14 @@ from collections.abc import AsyncIterator
 import grpc
 
 from switchyard.proxy import metrics
-from switchyard.proxy.admission import Admission, Shed
 from switchyard.proxy.cache import Cache, Coalescer, cache_key
-from switchyard.proxy.context import CallContext, new_request_id
 from switchyard.proxy.errors import BackendUnavailable, DeadlineExceeded, GatewayError, internal_error
-from switchyard.proxy.health import HealthMonitor
+from switchyard.proxy.grpc.health import HealthMonitor
+from switchyard.proxy.lifecycle.admission import Admission, Shed
+from switchyard.proxy.lifecycle.context import CallContext, new_request_id
+from switchyard.proxy.lifecycle.validation import check_request
 from switchyard.proxy.routes import ProgressiveRoute, Route, RouteTable
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.proxy.validation import check_request
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from switchyard.client.tensors import DATATYPES, TensorDecodeError, decode_bytes, element_count, itemsize
 from switchyard.proxy.errors import InvalidInput
-from switchyard.proxy.specs import TensorSpec
+from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1.tensors import DATATYPES, TensorDecodeError, decode_bytes, element_count, itemsize
 
 _VERSION = re.compile(r"^[0-9]+$")
 MAX_REQUEST_ID_LENGTH = 128

@@ -26,8 +26,8 @@ from grpc_health.v1 import health, health_pb2
 from switchyard.proxy import metrics
 from switchyard.proxy.backend.breaker import CircuitState
 from switchyard.proxy.backend.triton import TritonBackend
+from switchyard.proxy.lifecycle.deadlines import wait_event
 from switchyard.proxy.routes import RouteTable
-from switchyard.proxy.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
