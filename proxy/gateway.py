@@ -30,8 +30,8 @@ from switchyard.proxy.grpc.health import HealthMonitor
 from switchyard.proxy.grpc.security import load_security
 from switchyard.proxy.jobs import JobQueue
 from switchyard.proxy.metrics import start_metrics_server
-from switchyard.proxy.routes import RouteTable, build_routes
 from switchyard.proxy.routes.schema import RoutesFile
+from switchyard.proxy.routes.table import RouteTable, build_routes
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.v1 import gateway_pb2, jobs_pb2
 from switchyard.v1.channel import server_options

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib.util
 import inspect
 import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,8 @@ from types import TracebackType
 from typing import Any
 
 from prometheus_client import Counter
+
+from switchyard.server.processes import die_with_parent_hook, free_port, live_group_members, port_in_use
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ LOG_TAIL_LINES = 40
 _POLL_INTERVAL_S = 0.1
 _PROBE_TIMEOUT_S = 1.0
 _GROUP_EXIT_WAIT_S = 5.0
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _SOCKET_IN_USE = re.compile(r"Socket '[^']*:(\d+)' already in use")
 
 
@@ -119,54 +118,6 @@ class TritonInstallation:
         )
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a port on ``host`` that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether binding ``host:port`` fails the way a server's listening socket would."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As servers do, so connections of a previous run in TIME_WAIT do not count.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-        return False
-
-
-def live_group_members(pgid: int) -> list[int]:
-    """Pids of the processes in group ``pgid`` that have not exited.
-
-    Zombies do not count: they hold no ports, and the stubs Triton leaves behind
-    are reaped by whoever inherits them (which may be never, under some init).
-    Without ``/proc``, any member at all counts.
-    """
-    if not os.path.isdir("/proc"):
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(os.path.join(entry.path, "stat"), "rb") as stat_file:
-                stat = stat_file.read()
-        except OSError:
-            continue
-        # After "pid (comm) " come: state ppid pgrp ...; comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            members.append(int(entry.name))
-    return members
-
-
 async def _http_status(host: str, port: int, path: str) -> int | None:
     """Status code of ``GET path`` over HTTP/1.0, or None when nothing answers in time."""
     try:
@@ -185,21 +136,6 @@ async def _http_status(host: str, port: int, path: str) -> int | None:
             await writer.wait_closed()
     parts = status_line.split()
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
-
-
-def die_with_parent_hook() -> Callable[[], None] | None:
-    """Return a ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork, not in the child
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
 
 
 class LocalTriton:

@@ -53,7 +53,7 @@ from prometheus_client.metrics_core import Metric
 
 from switchyard.proxy.gateway import PortInUse
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.local_triton import die_with_parent_hook
+from switchyard.server.processes import die_with_parent_hook
 
 log = logging.getLogger(__name__)
 

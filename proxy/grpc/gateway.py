@@ -38,7 +38,7 @@ from switchyard.proxy.grpc.health import HealthMonitor
 from switchyard.proxy.lifecycle.admission import Admission, Shed
 from switchyard.proxy.lifecycle.context import CallContext, new_request_id
 from switchyard.proxy.lifecycle.validation import check_request
-from switchyard.proxy.routes import ProgressiveRoute, Route, RouteTable
+from switchyard.proxy.routes.table import ProgressiveRoute, Route, RouteTable
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc

@@ -27,7 +27,7 @@ from switchyard.proxy import metrics
 from switchyard.proxy.backend.breaker import CircuitState
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.lifecycle.deadlines import wait_event
-from switchyard.proxy.routes import RouteTable
+from switchyard.proxy.routes.table import RouteTable
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.local_triton import LocalTriton, free_port
+from switchyard.server.local_triton import LocalTriton
+from switchyard.server.processes import free_port
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 

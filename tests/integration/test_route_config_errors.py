@@ -8,8 +8,8 @@ import pytest
 
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.errors import ConfigError
-from switchyard.proxy.routes import RouteTable, build_routes
 from switchyard.proxy.routes.schema import parse_routes
+from switchyard.proxy.routes.table import RouteTable, build_routes
 from switchyard.server.local_triton import LocalTriton
 
 

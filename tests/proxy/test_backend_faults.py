@@ -22,7 +22,7 @@ from switchyard.proxy import errors
 from switchyard.proxy.backend.breaker import CircuitBreaker, CircuitOpen, CircuitState
 from switchyard.proxy.backend.retry import RetryBudget
 from switchyard.proxy.backend.triton import Failure, TritonBackend, classify
-from switchyard.server.local_triton import free_port
+from switchyard.server.processes import free_port
 from switchyard.v1.tensors import from_numpy
 
 INPUTS = [from_numpy("image", np.zeros((1, 64), np.float32))]

@@ -13,7 +13,6 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from switchyard.proxy import cache as cache_mod
 from switchyard.proxy.cache import (
     DATA_PREFIX,
     ENTRY_OVERHEAD,
@@ -23,6 +22,7 @@ from switchyard.proxy.cache import (
     RedisCache,
     cache_key,
 )
+from switchyard.proxy.cache import redis_cache as redis_cache_mod
 from switchyard.v1 import gateway_pb2 as pb
 from tests.redis_server import RedisServer
 
@@ -317,10 +317,10 @@ async def test_redis_failures_are_logged_at_a_limited_rate(
 ) -> None:
     c = make_redis_cache(op_timeout_s=0.05, failure_backoff_s=0.0)
     redis_server.stop()
-    with caplog.at_level(logging.WARNING, logger=cache_mod.__name__):
+    with caplog.at_level(logging.WARNING, logger=redis_cache_mod.__name__):
         for _ in range(20):
             assert await c.get("k") is None
-    warnings = [r for r in caplog.records if r.name == cache_mod.__name__]
+    warnings = [r for r in caplog.records if r.name == redis_cache_mod.__name__]
     assert len(warnings) == 1
     assert "answering as a miss" in warnings[0].getMessage()
     assert sample("switchyard_cache_errors_total", cache=c.name) == 20

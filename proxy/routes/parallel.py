@@ -1,0 +1,108 @@
+"""ParallelRoute: branches run at once on the same working set, each under its own timeout.
+
+Outputs are named ``<branch>.<output>``. Policy ``all`` fails the call when a
+branch fails or is late (naming it); ``partial`` answers with what finished and
+lists the missing branches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import grpc
+
+from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.cache import Cache
+from switchyard.proxy.errors import BackendError, DeadlineExceeded, GatewayError
+from switchyard.proxy.lifecycle.context import CallContext
+from switchyard.proxy.routes.base import chain_specs
+from switchyard.proxy.routes.composite import _Composite
+from switchyard.proxy.routes.schema import ParallelRouteConfig
+from switchyard.proxy.routes.step import ModelStep, Specs, Tensors, _renamed
+from switchyard.v1 import gateway_pb2 as pb
+
+
+class ParallelRoute(_Composite):
+    kind = pb.ROUTE_KIND_PARALLEL
+    label = "branch"
+
+    def __init__(
+        self,
+        config: ParallelRouteConfig,
+        infos: Mapping[str, ModelInfo],
+        backend: TritonBackend,
+        data_cache: Cache | None,
+    ) -> None:
+        super().__init__(config, infos, backend, data_cache)
+        self.policy = config.policy
+        self.branches = [
+            ModelStep(b, infos, backend, dict(self.start_specs), f"{self._where}.branches[{i}]", self.label)
+            for i, b in enumerate(config.branches)
+        ]
+        merged: Specs = {}
+        for branch in self.branches:
+            for name in branch.produced:
+                merged[f"{branch.name}.{name}"] = branch.specs_after[name].renamed(f"{branch.name}.{name}")
+        final = chain_specs(self._route_post, list(merged.values()), f"{self._where}.post")
+        self._available = list(final)
+        self.description = self._describe(list(final.values()), self.branches)
+
+    async def infer(self, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:
+        working = await self._start(request, ctx)
+        tasks = [asyncio.create_task(self._branch(b, working, request, ctx)) for b in self.branches]
+        try:
+            if self.policy == "all":
+                # The first failure fails the call at once; the others are cancelled below.
+                for done in asyncio.as_completed(tasks):
+                    await done
+            else:
+                await asyncio.wait(tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        merged: Tensors = {}
+        refs: list[pb.ModelRef] = []
+        missing: list[pb.BranchError] = []
+        for branch, task in zip(self.branches, tasks, strict=True):
+            exc = task.exception()
+            if exc is not None:
+                if not isinstance(exc, GatewayError):
+                    raise exc
+                missing.append(
+                    pb.BranchError(branch=branch.name, status=pb.Status(code=exc.code.value[0], message=exc.message))
+                )
+                continue
+            tensors, branch_refs = task.result()
+            refs.extend(branch_refs)
+            for name in branch.produced:
+                key = f"{branch.name}.{name}"
+                merged[key] = _renamed(tensors[name], key)
+        if len(missing) == len(self.branches):
+            first = tasks[0].exception()
+            assert isinstance(first, GatewayError)
+            raise BackendError(first.code, f"every branch failed; {missing[0].branch}: {missing[0].status.message}")
+        outputs = await self._finish(merged, self._available, request, ctx)
+        return pb.InferResponse(
+            route=self.name, request_id=ctx.request_id, outputs=outputs, models=refs, missing=missing
+        )
+
+    async def _branch(
+        self, branch: ModelStep, working: Tensors, request: pb.InferRequest, ctx: CallContext
+    ) -> tuple[Tensors, list[pb.ModelRef]]:
+        child = ctx.child(branch.timeout_s)
+        try:
+            async with asyncio.timeout(max(child.remaining(), 0.0)):
+                return await branch.run(working, request, child)
+        except TimeoutError:
+            raise DeadlineExceeded(f"branch {branch.name!r} {self._late(branch, child, ctx)}") from None
+        except GatewayError as exc:
+            if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded(f"branch {branch.name!r} {self._late(branch, child, ctx)}") from None
+            raise BackendError(exc.code, f"branch {branch.name!r}: {exc.message}") from None
+
+    @staticmethod
+    def _late(branch: ModelStep, child: CallContext, ctx: CallContext) -> str:
+        if branch.timeout_s is not None and child.deadline < ctx.deadline:
+            return f"did not answer within its timeout of {branch.timeout_s:g} s"
+        return "did not answer before the call's deadline"

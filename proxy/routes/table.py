@@ -1,0 +1,87 @@
+"""Route kinds and the table of routes built from the routes file.
+
+``build_routes`` reads each model's metadata from Triton and builds every
+route, or raises ConfigError for the first route that does not fit (unknown
+model, op chain that does not type-check, ...): the server never starts
+half-configured.
+"""
+
+from __future__ import annotations
+
+from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.cache import Cache
+from switchyard.proxy.errors import ConfigError, GatewayError, RouteNotFound
+from switchyard.proxy.routes.base import Route, RouteDescription
+from switchyard.proxy.routes.parallel import ParallelRoute
+from switchyard.proxy.routes.progressive import ProgressiveRoute
+from switchyard.proxy.routes.schema import (
+    AnyRouteConfig,
+    ParallelRouteConfig,
+    RouteConfig,
+    RoutesFile,
+    SerialRouteConfig,
+)
+from switchyard.proxy.routes.serial import SerialRoute
+from switchyard.proxy.routes.single import SingleModelRoute
+
+__all__ = ["ProgressiveRoute", "Route", "RouteDescription", "RouteTable", "build_routes"]
+
+
+class RouteTable:
+    def __init__(self, routes: list[Route]) -> None:
+        self._routes = {r.name: r for r in routes}
+
+    def get(self, name: str) -> Route:
+        try:
+            return self._routes[name]
+        except KeyError:
+            raise RouteNotFound(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._routes
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(sorted(self._routes.values(), key=lambda r: r.name))
+
+    def models(self) -> list[str]:
+        return sorted({m for r in self._routes.values() for m in r.description.model_names})
+
+
+async def build_routes(
+    config: RoutesFile, backend: TritonBackend, *, timeout_s: float = 10.0, data_cache: Cache | None = None
+) -> RouteTable:
+    infos: dict[str, ModelInfo] = {}
+    for route in config.routes:
+        for i, model in enumerate(route.models()):
+            if model in infos:
+                continue
+            try:
+                infos[model] = await backend.model_info(model, timeout_s=timeout_s)
+            except GatewayError as exc:
+                raise ConfigError(f"routes[{route.name}]{_model_field(route, model, i)}: {exc.message}") from None
+    routes: list[Route] = []
+    for route in config.routes:
+        if isinstance(route, RouteConfig):
+            routes.append(SingleModelRoute(route, infos[route.model], backend, data_cache))
+        elif isinstance(route, SerialRouteConfig):
+            routes.append(SerialRoute(route, infos, backend, data_cache))
+        elif isinstance(route, ParallelRouteConfig):
+            routes.append(ParallelRoute(route, infos, backend, data_cache))
+        else:
+            routes.append(ProgressiveRoute(route, infos, backend, data_cache))
+        routes[-1].allow_non_finite = route.allow_non_finite
+    return RouteTable(routes)
+
+
+def _model_field(route: AnyRouteConfig, model: str, _index: int) -> str:
+    """Where ``model`` is named in the route's configuration (``.steps[1].select.models``)."""
+    if isinstance(route, RouteConfig):
+        return ".model"
+    for i, step in enumerate(route.step_list()):
+        if model in step.models():
+            field = ".model" if step.model == model else ".select"
+            return f".{_STEP_FIELD[route.kind]}[{i}]{field}"
+    return ""
+
+
+_STEP_FIELD = {"serial": "steps", "parallel": "branches", "progressive": "stages"}
