@@ -10,7 +10,12 @@ looks at backend status codes. Anything else is a bug and becomes
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import grpc
+import grpc.aio
+
+from switchyard.v1 import gateway_pb2 as pb
 
 
 class GatewayError(Exception):
@@ -70,6 +75,17 @@ class BackendError(GatewayError):
 
 class ConfigError(Exception):
     """The route configuration is wrong; raised at start-up, never at request time."""
+
+
+def status_of(error: GatewayError) -> pb.Status:
+    """``error`` as the contract's ``Status`` message (a status carried inside a message)."""
+    return pb.Status(code=error.code.value[0], message=error.message)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: GatewayError) -> NoReturn:
+    """Ends the call with ``error``'s status and message."""
+    await context.abort(error.code, error.message)
+    raise AssertionError("unreachable: ServicerContext.abort raises")
 
 
 def internal_error(request_id: str) -> GatewayError:

@@ -25,15 +25,15 @@ from switchyard.proxy.backend.shared_memory import SharedMemoryPool
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
 from switchyard.proxy.grpc.gateway import GatewayService
-from switchyard.proxy.grpc.handlers import JOBS_SERVICE, add_gateway_service, add_jobs_service
+from switchyard.proxy.grpc.handlers import GATEWAY_SERVICE, JOBS_SERVICE, add_gateway_service, add_jobs_service
 from switchyard.proxy.grpc.health import HealthMonitor
 from switchyard.proxy.grpc.security import load_security
 from switchyard.proxy.jobs import JobQueue
+from switchyard.proxy.lifecycle.dataplane import DataPlane
 from switchyard.proxy.metrics import start_metrics_server
 from switchyard.proxy.routes.schema import RoutesFile
 from switchyard.proxy.routes.table import RouteTable, build_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.v1 import gateway_pb2, jobs_pb2
 from switchyard.v1.channel import server_options
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class Gateway:
         self._cache: Cache | None = None
         self._data_cache: Cache | None = None
         self.jobs: JobQueue | None = None
+        self._plane: DataPlane | None = None
 
     async def start(self) -> int:
         """Starts serving; returns the bound gRPC port."""
@@ -118,11 +119,11 @@ class Gateway:
             options=server_options(max_message_bytes=s.max_message_bytes, reuse_port=self._reuse_port),
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
-        service = GatewayService(self.routes, s, self._health, cache=self._cache)
-        add_gateway_service(service, server)
+        self._plane = DataPlane(self.routes, s, cache=self._cache, on_backend_down=self._health.mark_backend_down)
+        add_gateway_service(GatewayService(self._plane, stream_max_inflight=s.stream_max_inflight), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         services = [
-            gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name,
+            GATEWAY_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ]
@@ -133,9 +134,9 @@ class Gateway:
                 status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
                 await health_servicer.set(JOBS_SERVICE, status)
 
-            self.jobs = JobQueue(s, service, keys=security.keys, on_store_health=jobs_health)
+            self.jobs = JobQueue(s, self._plane, keys=security.keys, on_store_health=jobs_health)
             add_jobs_service(self.jobs.service, server)
-            services.insert(1, jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name)
+            services.insert(1, JOBS_SERVICE)
         reflection.enable_server_reflection(services, server)
         address = f"{s.host}:{s.port}"
         try:
@@ -182,6 +183,9 @@ class Gateway:
             *([server.stop(grace)] if server is not None else []),
             *([jobs.stop(grace)] if jobs is not None else []),
         )
+        if self._plane is not None:
+            await self._plane.close()
+            self._plane = None
         if self._backend is not None:
             await self._backend.close()
             self._backend = None

@@ -19,7 +19,10 @@ from google.protobuf.message import DecodeError, Message
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import jobs_pb2 as jpb
 
-SERVICE = "switchyard.v1.Gateway"
+GATEWAY_SERVICE: str = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
+"""``switchyard.v1.Gateway``: the service name in method paths, health and reflection."""
+JOBS_SERVICE: str = jpb.DESCRIPTOR.services_by_name["Jobs"].full_name
+"""``switchyard.v1.Jobs``."""
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,8 @@ def add_gateway_service(servicer: Any, server: grpc.aio.Server) -> None:
     missing = set(pb.DESCRIPTOR.services_by_name["Gateway"].methods_by_name) - set(handlers)
     if missing:
         raise RuntimeError(f"Gateway methods without a handler: {sorted(missing)}")
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    server.add_registered_method_handlers(SERVICE, handlers)
-
-
-JOBS_SERVICE = "switchyard.v1.Jobs"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GATEWAY_SERVICE, handlers),))
+    server.add_registered_method_handlers(GATEWAY_SERVICE, handlers)
 
 
 def add_jobs_service(servicer: Any, server: grpc.aio.Server) -> None:

@@ -26,12 +26,12 @@ from grpc_health.v1 import health, health_pb2
 from switchyard.proxy import metrics
 from switchyard.proxy.backend.breaker import CircuitState
 from switchyard.proxy.backend.triton import TritonBackend
+from switchyard.proxy.grpc.handlers import GATEWAY_SERVICE
 from switchyard.proxy.lifecycle.deadlines import wait_event
 from switchyard.proxy.routes.table import RouteTable
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "switchyard.v1.Gateway"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -96,7 +96,7 @@ class HealthMonitor:
             metrics.BACKEND_READY.labels(route.name).set(1 if ready else 0)
             await self.servicer.set(route_service(route.name), SERVING if ready else NOT_SERVING)
         overall = SERVING if all_ready else NOT_SERVING
-        await self.servicer.set(SERVICE_NAME, overall)
+        await self.servicer.set(GATEWAY_SERVICE, overall)
         await self.servicer.set("", overall)
 
     async def _poll(self) -> None:

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from switchyard.proxy.errors import ConfigError
-from switchyard.proxy.grpc.gateway import GatewayService
 from switchyard.proxy.grpc.security import KeyStore
 from switchyard.proxy.jobs.records import JobRecord, JobState, Lease, QueueFull, StoreUnavailable
 from switchyard.proxy.jobs.redis_store import RedisJobStore
@@ -27,6 +26,7 @@ from switchyard.proxy.jobs.runner import JobEvents, JobRunner
 from switchyard.proxy.jobs.service import JobsService
 from switchyard.proxy.jobs.sqlite_store import SqliteJobStore
 from switchyard.proxy.jobs.store import JobStore
+from switchyard.proxy.lifecycle.dataplane import DataPlane
 from switchyard.proxy.settings import GatewaySettings
 
 __all__ = [
@@ -72,7 +72,7 @@ class JobQueue:
     def __init__(
         self,
         settings: GatewaySettings,
-        gateway: GatewayService,
+        plane: DataPlane,
         *,
         keys: KeyStore | None = None,
         on_store_health: Callable[[bool], Awaitable[None]] | None = None,
@@ -81,7 +81,7 @@ class JobQueue:
         self.store = open_store(settings, worker=self.worker)
         self.runner = JobRunner(
             self.store,
-            gateway.execute,
+            plane.infer,
             worker_id=self.worker,
             concurrency=settings.jobs_concurrency,
             lease_s=settings.jobs_visibility_timeout_s,
@@ -90,7 +90,7 @@ class JobQueue:
             idle_poll_s=settings.jobs_idle_poll_s,
             on_store_health=on_store_health,
         )
-        self.service = JobsService(self.store, self.runner, gateway, settings, keys=keys)
+        self.service = JobsService(self.store, self.runner, plane, settings, keys=keys)
 
     async def start(self) -> None:
         if isinstance(self.store, SqliteJobStore):

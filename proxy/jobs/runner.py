@@ -4,12 +4,12 @@
 from the store when a slot is free (at once after a submit to this process,
 else by polling: every ``poll_interval_s`` while there is work, backing off
 to ``idle_poll_s`` while the queue stays empty, so an idle gateway spends no
-CPU on the store), runs each through the gateway's own route
-execution (``GatewayService.execute``: admission, validation, cache,
-metrics), and renews the job's lease while it runs. The outcome is written
-with the lease token (compare-and-set): when the lease was lost meanwhile
-(the job was cancelled, or this process stalled past the visibility timeout
-and another took the job over), the write is refused and counted as stale.
+CPU on the store), runs each through the gateway's own request lifecycle
+(``DataPlane.infer``: admission, validation, cache, metrics), and renews the
+job's lease while it runs. The outcome is written with the lease token
+(compare-and-set): when the lease was lost meanwhile (the job was cancelled,
+or this process stalled past the visibility timeout and another took the job
+over), the write is refused and counted as stale.
 
 * A heartbeat that finds the lease gone cancels the inference (that is how a
   CancelJob sent to another process reaches a running job); a CancelJob sent
@@ -41,12 +41,13 @@ from switchyard.proxy import metrics
 from switchyard.proxy.errors import GatewayError
 from switchyard.proxy.jobs.records import JobState, Lease, StoreUnavailable
 from switchyard.proxy.jobs.store import JobStore
+from switchyard.proxy.lifecycle.dataplane import Answer
 from switchyard.proxy.lifecycle.deadlines import wait_event
 from switchyard.v1 import gateway_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-Execute = Callable[[pb.InferRequest, float], Coroutine[Any, Any, "pb.InferResponse | GatewayError"]]
+Execute = Callable[[pb.InferRequest, float], Coroutine[Any, Any, Answer]]
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 SWEEP_INTERVAL_S = 5.0
@@ -108,7 +109,7 @@ class JobRunner:
         self._on_store_health = on_store_health
         self._wake = asyncio.Event()
         self._jobs: dict[str, asyncio.Task[None]] = {}
-        self._inferences: dict[str, asyncio.Task[pb.InferResponse | GatewayError]] = {}
+        self._inferences: dict[str, asyncio.Task[Answer]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._store_ok: bool | None = None
@@ -196,7 +197,7 @@ class JobRunner:
         heartbeat = asyncio.create_task(self._heartbeat(lease, inference))
         try:
             try:
-                outcome = await inference
+                outcome = (await inference).outcome()
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -220,7 +221,7 @@ class JobRunner:
             self._inferences.pop(job.job_id, None)
             self.events.notify(job.job_id)
 
-    async def _heartbeat(self, lease: Lease, inference: asyncio.Task[pb.InferResponse | GatewayError]) -> None:
+    async def _heartbeat(self, lease: Lease, inference: asyncio.Task[Answer]) -> None:
         job_id = lease.job.job_id
         while True:
             await asyncio.sleep(self.heartbeat_s)

@@ -22,18 +22,18 @@ import binascii
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from switchyard.proxy.errors import BackendError, DeadlineExceeded, GatewayError, InvalidInput
-from switchyard.proxy.grpc.gateway import GatewayService
+from switchyard.proxy.errors import BackendError, DeadlineExceeded, GatewayError, InvalidInput, abort_with
 from switchyard.proxy.grpc.security import KeyStore, caller
 from switchyard.proxy.jobs.records import ENDED, TERMINAL, JobNotFound, JobRecord, JobState, new_job_id
 from switchyard.proxy.jobs.runner import JobRunner
 from switchyard.proxy.jobs.store import JobStore
 from switchyard.proxy.lifecycle.context import new_request_id
+from switchyard.proxy.lifecycle.dataplane import DataPlane
 from switchyard.proxy.lifecycle.deadlines import wait_event
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.v1 import gateway_pb2 as pb
@@ -99,22 +99,18 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         self,
         store: JobStore,
         runner: JobRunner,
-        gateway: GatewayService,
+        plane: DataPlane,
         settings: GatewaySettings,
         *,
         keys: KeyStore | None = None,
     ) -> None:
         self._store = store
         self._runner = runner
-        self._gateway = gateway
+        self._plane = plane
         self._settings = settings
         self._keys = keys
 
     # -- helpers ----------------------------------------------------------------
-
-    async def _abort(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-        await context.abort(code, message)
-        raise AssertionError("unreachable: abort raises")
 
     async def _bounded(self, context: grpc.aio.ServicerContext, what: str, call: Awaitable[T]) -> T:
         """Runs a store call within the call's remaining deadline."""
@@ -173,7 +169,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             infer = pb.InferRequest()
             infer.CopyFrom(request.request)
             try:
-                self._gateway.validate(infer)
+                self._plane.validate(infer)
             except GatewayError as exc:  # the same checks as Infer; the fields sit under `request.`
                 raise BackendError(exc.code, f"request.{exc.message}") from None
             if len(request.idempotency_key) > MAX_NAME_CHARS:
@@ -211,7 +207,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                 context, "storing the job", self._store.submit(record, max_queued=s.jobs_max_queued)
             )
         except GatewayError as exc:
-            await self._abort(context, exc.code, exc.message)
+            await abort_with(context, exc)
         if not duplicate:
             self._runner.wake()
         response = jpb.SubmitJobResponse(
@@ -224,7 +220,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         try:
             record = await self._job(self._check_job_id(request.job_id), context)
         except GatewayError as exc:
-            await self._abort(context, exc.code, exc.message)
+            await abort_with(context, exc)
         return job_message(record, with_response=True)
 
     async def WatchJob(  # noqa: N802
@@ -245,7 +241,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                         return
                     await wait_event(changed, self._settings.jobs_poll_interval_s)
         except GatewayError as exc:
-            await self._abort(context, exc.code, exc.message)
+            await abort_with(context, exc)
 
     async def CancelJob(self, request: jpb.CancelJobRequest, context: grpc.aio.ServicerContext) -> jpb.Job:  # noqa: N802
         try:
@@ -255,7 +251,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             if record is None:
                 raise JobNotFound(job_id)
         except GatewayError as exc:
-            await self._abort(context, exc.code, exc.message)
+            await abort_with(context, exc)
         if record.state is JobState.CANCELLED:
             # Running here: stop it now. Running elsewhere: its heartbeat finds the lease gone.
             self._runner.cancel_local(job_id)
@@ -273,7 +269,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             after = _parse_page_token(request.page_token) if request.page_token else None
             records = await self._bounded(context, "listing jobs", self._store.by_owner(owner, size + 1, after))
         except GatewayError as exc:
-            await self._abort(context, exc.code, exc.message)
+            await abort_with(context, exc)
         page = records[:size]
         token = _page_token(page[-1]) if len(records) > size else ""
         return jpb.ListJobsResponse(jobs=[job_message(r, with_response=False) for r in page], next_page_token=token)

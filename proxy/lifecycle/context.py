@@ -51,8 +51,10 @@ class CallContext:
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def start(cls, request_id: str, route: str, timeout_s: float) -> CallContext:
-        return cls(request_id=request_id or new_request_id(), route=route, deadline=time.monotonic() + timeout_s)
+    def start(cls, request_id: str, route: str, timeout_s: float, *, started: float | None = None) -> CallContext:
+        """A call of ``route`` begun at ``started`` (``time.monotonic()``; default: now) with ``timeout_s`` to run."""
+        began = time.monotonic() if started is None else started
+        return cls(request_id=request_id or new_request_id(), route=route, deadline=began + timeout_s, started=began)
 
     def child(self, timeout_s: float | None) -> CallContext:
         """The same call with a deadline no later than ``timeout_s`` from now (a branch's own timeout)."""

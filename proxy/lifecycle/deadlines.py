@@ -1,5 +1,10 @@
-"""Waiting on an event with a time limit, without a task per wait.
+"""How long things may wait: a call's deadline, and waiting on an event with a time limit.
 
+A call's timeout is the client's remaining time, else the default, capped by
+its route's ``timeout_s`` (:func:`call_timeout`); :data:`DEADLINE_SLACK_S` is
+how long past it a request's work may run before the lifecycle gives up on it.
+
+:func:`wait_event` waits without a task per wait:
 ``asyncio.wait_for(event.wait(), t)`` wraps the coroutine in a task of its
 own (Python 3.11), so every idle poll of a background loop adds a task to the
 gateway's loop and takes it away again. ``asyncio.timeout`` cancels the wait
@@ -9,6 +14,21 @@ in place instead.
 from __future__ import annotations
 
 import asyncio
+
+DEADLINE_SLACK_S = 0.1
+"""How long past its deadline a request's work may run before the lifecycle gives up on it.
+
+The backend call's own gRPC timeout ends at the deadline and reports which
+model was late; this bound only catches what has no timeout of its own.
+"""
+
+
+def call_timeout(client_remaining: float | None, default_s: float, route_timeout_s: float | None) -> float:
+    """Seconds a call may take: the client's time left (else ``default_s``), capped by its route's timeout."""
+    timeout = client_remaining if client_remaining is not None else default_s
+    if route_timeout_s is not None:
+        timeout = min(timeout, route_timeout_s)
+    return timeout
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:

@@ -14,7 +14,7 @@ import grpc
 
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
 from switchyard.proxy.cache import Cache
-from switchyard.proxy.errors import BackendError, DeadlineExceeded, GatewayError
+from switchyard.proxy.errors import BackendError, DeadlineExceeded, GatewayError, status_of
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.routes.base import chain_specs
 from switchyard.proxy.routes.composite import _Composite
@@ -69,9 +69,7 @@ class ParallelRoute(_Composite):
             if exc is not None:
                 if not isinstance(exc, GatewayError):
                     raise exc
-                missing.append(
-                    pb.BranchError(branch=branch.name, status=pb.Status(code=exc.code.value[0], message=exc.message))
-                )
+                missing.append(pb.BranchError(branch=branch.name, status=status_of(exc)))
                 continue
             tensors, branch_refs = task.result()
             refs.extend(branch_refs)

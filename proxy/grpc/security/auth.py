@@ -13,6 +13,7 @@ import grpc.aio
 from google.protobuf.message import Message
 from prometheus_client import Counter
 
+from switchyard.proxy.grpc.handlers import GATEWAY_SERVICE, JOBS_SERVICE
 from switchyard.proxy.grpc.security.keys import ApiKey, KeyStore, _credential
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,6 @@ DEFAULT_PUBLIC_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
 )
 
-GATEWAY_SERVICE = "switchyard.v1.Gateway"
-JOBS_SERVICE = "switchyard.v1.Jobs"
 
 # Method -> the request field that names the route the call uses.
 ROUTE_FIELDS: dict[str, str] = {
