@@ -12,7 +12,8 @@
   them off. ``--workers N`` serves from N processes sharing the port
   (``server.workers``), all in front of the one Triton.
 * ``switchyard models build`` — builds the bundled model repository.
-* ``switchyard batch`` — scores a data set through a route (``switchyard.client.batch``).
+* ``switchyard batch`` — scores a data set through a route: the SDK's command
+  (``switchyard.client.cli`` is the ``switchyard`` entry point and adds these).
 
 The event loop is uvloop's, one per process.
 """
@@ -25,13 +26,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import uvloop
 from pydantic import ValidationError
 
-from switchyard.client.batch.cli import add_parser as add_batch_parser
+from switchyard.models import BUNDLED_ROUTES
 from switchyard.proxy.errors import ConfigError, GatewayError
 from switchyard.proxy.gateway import Gateway, PortInUse
 from switchyard.proxy.grpc.security import load_security
@@ -100,7 +102,7 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
 
 async def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    routes = load_routes(settings.routes_file)
+    routes = load_routes(settings.routes_file or BUNDLED_ROUTES)
     load_security(settings)  # bad TLS or API key files fail here, before Triton starts
     triton = None
     stop = asyncio.Event()
@@ -163,10 +165,15 @@ def build_models(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The server's commands on their own (``python -m switchyard.server.cli``)."""
     p = argparse.ArgumentParser(prog="switchyard", description="gRPC inference gateway in front of Triton")
     p.add_argument("--log-level", default=os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO"))
-    sub = p.add_subparsers(dest="command", required=True)
+    add_commands(p.add_subparsers(dest="command", required=True))
+    return p
 
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds ``serve`` and ``models`` to the ``switchyard`` command (``switchyard.client.cli`` adds ``batch``)."""
     s = sub.add_parser("serve", help="serve the gateway (starts a local Triton unless --triton-url is given)")
     s.add_argument("--config", dest="routes_file", type=Path, help="routes file (TOML); default: the bundled routes")
     s.add_argument("--triton-url", help="use this Triton (host:port of its gRPC endpoint) instead of a local one")
@@ -222,25 +229,19 @@ def parser() -> argparse.ArgumentParser:
         help="lease of a running job; a job whose worker died runs again after it (default 30)",
     )
     j.add_argument("--jobs-max-attempts", type=int, help="default attempts per job before it fails (default 3)")
-    s.set_defaults(func=lambda a: uvloop.run(serve(a)))
+    s.set_defaults(func=lambda a: run_command(lambda: uvloop.run(serve(a))))
 
     m = sub.add_parser("models", help="model repository commands")
     msub = m.add_subparsers(dest="models_command", required=True)
     b = msub.add_parser("build", help="train the bundled models and write the Triton model repository")
     b.add_argument("--out", type=Path, help="where to write it (default: the user cache)")
-    b.set_defaults(func=build_models)
-
-    add_batch_parser(sub)
-    return p
+    b.set_defaults(func=lambda a: run_command(lambda: build_models(a)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def run_command(command: Callable[[], int]) -> int:
+    """Runs a server command; the errors a user can act on become a message and an exit status, not a traceback."""
     try:
-        return int(args.func(args))
+        return int(command())
     except (ConfigError, PortInUse, ValidationError) as exc:
         print(f"switchyard: error: {exc}", file=sys.stderr)
         return 2
@@ -252,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from prometheus_client import ProcessCollector
 from prometheus_client.metrics_core import Metric
 
+from switchyard.models import BUNDLED_ROUTES
 from switchyard.proxy.gateway import PortInUse
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.processes import die_with_parent_hook
@@ -394,7 +395,7 @@ async def _serve_worker(settings_json: bytes) -> int:
     from switchyard.proxy.routes.schema import load_routes
 
     settings = GatewaySettings.model_validate_json(settings_json)
-    routes = load_routes(settings.routes_file)
+    routes = load_routes(settings.routes_file or BUNDLED_ROUTES)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

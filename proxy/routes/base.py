@@ -19,11 +19,13 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from switchyard.proxy.backend.triton import ModelInfo
 from switchyard.proxy.cache import DATA_PREFIX, Cache, cache_key
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.lifecycle.context import CallContext
-from switchyard.proxy.ops import Op, OpTypeError
+from switchyard.proxy.ops import Op, OpTypeError, build_op
 from switchyard.proxy.ops.array_module import array_module, to_device, to_host
+from switchyard.proxy.routes.schema import OpConfig, RouteConfigBase, TensorSpecConfig
 from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1.tensors import from_numpy, to_numpy
@@ -92,15 +94,19 @@ class RouteDescription:
 
 
 class Route(ABC):
+    """A route kind turns a validated request into a response; its constructor type-checks it against Triton."""
+
     description: RouteDescription
-    cache_ttl_s: float | None = None
-    """Seconds answers stay in the prediction cache; None: the route is not cached."""
-    coalesce: bool = False
-    """Whether identical requests in flight at once share one backend call."""
-    fingerprint: str = ""
-    """Everything besides the inputs that decides an answer (models, versions, op parameters)."""
-    allow_non_finite: bool = True
-    """Whether float inputs may hold NaN or +-Inf; False: such requests are INVALID_ARGUMENT."""
+
+    def __init__(self, config: RouteConfigBase) -> None:
+        self.cache_ttl_s: float | None = config.cache.ttl_s if config.cache is not None else None
+        """Seconds answers stay in the prediction cache; None: the route is not cached."""
+        self.coalesce = config.coalesce
+        """Whether identical requests in flight at once share one backend call."""
+        self.fingerprint = fingerprint_of(config)
+        """Everything besides the inputs that decides an answer (models, versions, op parameters)."""
+        self.allow_non_finite = config.allow_non_finite
+        """Whether float inputs may hold NaN or +-Inf; False: such requests are INVALID_ARGUMENT."""
 
     @property
     def name(self) -> str:
@@ -129,7 +135,9 @@ class Preprocessor:
     ``data_key`` when the request has one.
     """
 
-    def __init__(self, route: str, ops: Sequence[Op], keep: Sequence[str], cache: Cache | None, ttl_s: float) -> None:
+    def __init__(
+        self, route: str, ops: Sequence[Op], keep: Sequence[str], cache: Cache | None, ttl_s: float | None = None
+    ) -> None:
         self._route = route
         self._ops = list(ops)
         self._keep = list(keep)
@@ -154,6 +162,43 @@ class Preprocessor:
         if key is not None and self._cache is not None:
             await self._cache.set(key, pb.InferResponse(outputs=tensors).SerializeToString(), self._ttl_s)
         return tensors
+
+
+def build_ops(configs: Sequence[OpConfig], where: str) -> list[Op]:
+    """The ops of a ``pre`` or ``post`` list; ConfigError names ``where[i]`` for a bad one."""
+    return [build_op(o.op, o.params(), f"{where}[{i}]") for i, o in enumerate(configs)]
+
+
+def check_version(model: ModelInfo, version: str, where: str) -> None:
+    """A pinned version must be one Triton has ready ("" follows the latest)."""
+    if version and version not in model.versions:
+        raise ConfigError(
+            f"{where}: model {model.name!r} has no ready version {version!r} "
+            f"(ready: {', '.join(model.versions) or 'none'})"
+        )
+
+
+def declared_inputs(
+    declared: Sequence[TensorSpecConfig] | None,
+    defaults: Sequence[TensorSpec],
+    where: str,
+    *,
+    has_pre: bool,
+    batch_dim: bool = False,
+) -> list[TensorSpec]:
+    """What clients send: the declared ``inputs`` (the first dimension -1 when ``batch_dim``), else ``defaults``."""
+    if declared is None:
+        if has_pre:
+            raise ConfigError(f"{where}.inputs: a route with pre-processing ops must declare its inputs")
+        return list(defaults)
+    specs = [TensorSpec(i.name, i.datatype, tuple(i.shape)) for i in declared]
+    if batch_dim:
+        for i, spec in enumerate(specs):
+            if spec.shape[0] != -1:
+                raise ConfigError(
+                    f"{where}.inputs[{i}].shape: first dimension must be -1 (the batch); got {list(spec.shape)}"
+                )
+    return specs
 
 
 def chain_specs(ops: Sequence[Op], specs: Sequence[TensorSpec], where: str) -> dict[str, TensorSpec]:

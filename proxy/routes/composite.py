@@ -23,16 +23,21 @@ from collections.abc import Mapping, Sequence
 
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
 from switchyard.proxy.cache import Cache
-from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.lifecycle.context import CallContext
-from switchyard.proxy.ops import Op, build_op
-from switchyard.proxy.routes.base import Preprocessor, Route, RouteDescription, chain_specs, fingerprint_of, run_ops
+from switchyard.proxy.ops import Op
+from switchyard.proxy.routes.base import (
+    Preprocessor,
+    Route,
+    RouteDescription,
+    build_ops,
+    chain_specs,
+    declared_inputs,
+    run_ops,
+)
 from switchyard.proxy.routes.schema import (
     ParallelRouteConfig,
     ProgressiveRouteConfig,
     SerialRouteConfig,
-    StepConfig,
-    TensorSpecConfig,
 )
 from switchyard.proxy.routes.step import ModelStep, Tensors
 from switchyard.proxy.tensor_spec import TensorSpec
@@ -52,22 +57,17 @@ class _Composite(Route):
         backend: TritonBackend,
         data_cache: Cache | None,
     ) -> None:
+        super().__init__(config)
         self._where = f"routes[{config.name}]"
         self.config = config
-        self.cache_ttl_s = config.cache.ttl_s if config.cache is not None else None
-        self.coalesce = config.coalesce
-        self.fingerprint = fingerprint_of(config)
-        steps = config.step_list()
-        first = infos[steps[0].models()[0]]
-        self.inputs = _route_inputs(config.inputs, steps[0], first, self._where, bool(config.pre))
-        pre = [build_op(o.op, o.params(), f"{self._where}.pre[{i}]") for i, o in enumerate(config.pre)]
+        first = config.step_list()[0]
+        # By default the route takes the first model's inputs, under the names the first step reads them from.
+        defaults = [s.renamed(first.inputs.get(s.name, s.name)) for s in infos[first.models()[0]].inputs]
+        self.inputs = declared_inputs(config.inputs, defaults, self._where, has_pre=bool(config.pre))
+        pre = build_ops(config.pre, f"{self._where}.pre")
         self.start_specs = chain_specs(pre, self.inputs, f"{self._where}.pre")
-        self._pre = Preprocessor(
-            config.name, pre, list(self.start_specs), data_cache if config.data_cache else None, 60.0
-        )
-        self._route_post: list[Op] = [
-            build_op(o.op, o.params(), f"{self._where}.post[{i}]") for i, o in enumerate(config.post)
-        ]
+        self._pre = Preprocessor(config.name, pre, list(self.start_specs), data_cache if config.data_cache else None)
+        self._route_post: list[Op] = build_ops(config.post, f"{self._where}.post")
 
     def _describe(self, outputs: Sequence[TensorSpec], steps: Sequence[ModelStep]) -> RouteDescription:
         batch_limits = [s.max_batch_size for s in steps if s.max_batch_size > 0]
@@ -97,14 +97,3 @@ class _Composite(Route):
             with ctx.stage("post"):
                 return await run_ops(self._route_post, list(working.values()), [w for w in wanted if w in available])
         return [working[name] for name in wanted if name in working]
-
-
-def _route_inputs(
-    declared: list[TensorSpecConfig] | None, first: StepConfig, model: ModelInfo, where: str, has_pre: bool
-) -> list[TensorSpec]:
-    if declared is not None:
-        return [TensorSpec(i.name, i.datatype, tuple(i.shape)) for i in declared]
-    if has_pre:
-        raise ConfigError(f"{where}.inputs: a route with pre-processing ops must declare its inputs")
-    # Default: the first model's inputs, under the names the first step reads them from.
-    return [s.renamed(first.inputs.get(s.name, s.name)) for s in model.inputs]

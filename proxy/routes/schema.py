@@ -88,7 +88,6 @@ start-up with the route and field named.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -223,7 +222,9 @@ class StepConfig(BaseModel):
         return [self.model] if self.model is not None else (self.select.choices() if self.select else [])
 
 
-class _RouteBase(BaseModel):
+class RouteConfigBase(BaseModel):
+    """What every route kind takes."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=_NAME)
@@ -243,7 +244,7 @@ class _RouteBase(BaseModel):
         raise NotImplementedError
 
 
-class RouteConfig(_RouteBase):
+class RouteConfig(RouteConfigBase):
     """A single-model route."""
 
     kind: Literal["single"] = "single"
@@ -255,7 +256,7 @@ class RouteConfig(_RouteBase):
         return [self.model]
 
 
-class _CompositeBase(_RouteBase):
+class _CompositeBase(RouteConfigBase):
     def step_list(self) -> list[StepConfig]:
         raise NotImplementedError
 
@@ -391,11 +392,8 @@ def parse_routes(text: str, source: str = "<routes>") -> RoutesFile:
         raise ConfigError(f"{source}: {_describe(exc, data)}") from None
 
 
-def load_routes(path: Path | None) -> RoutesFile:
-    """Loads the routes file at ``path``, or the bundled default routes when None."""
-    if path is None:
-        text = resources.files("switchyard.models").joinpath("default_routes.toml").read_text()
-        return parse_routes(text, "default_routes.toml")
+def load_routes(path: Path) -> RoutesFile:
+    """Loads the routes file at ``path``; raises ConfigError naming the route and field."""
     try:
         text = path.read_text()
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""One model call of a composite route (``ModelStep``), type-checked against the working set before it.
+"""One model call (``ModelStep``), type-checked against what the route holds before it.
 
 A step maps the model's inputs to tensors of the route's working set, may pick
 its model row by row from an earlier result (``select``), renames the model's
@@ -8,17 +8,18 @@ outputs as they join the working set and runs its own post ops.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import grpc
 import numpy as np
 
+from switchyard.proxy.backend.batching import MicroBatcher
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
 from switchyard.proxy.errors import BackendError, ConfigError
 from switchyard.proxy.lifecycle.context import CallContext
-from switchyard.proxy.ops import Op, build_op
-from switchyard.proxy.routes.base import chain_specs, run_ops
-from switchyard.proxy.routes.schema import StepConfig
+from switchyard.proxy.ops import Op
+from switchyard.proxy.routes.base import build_ops, chain_specs, check_version, run_ops
+from switchyard.proxy.routes.schema import SelectConfig, StepConfig
 from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1.tensors import from_numpy, to_numpy
@@ -31,7 +32,11 @@ NUMERIC_TYPES = INTEGER_TYPES | {"FP16", "FP32", "FP64", "BF16"}
 
 
 class ModelStep:
-    """One model call of a composite route, type-checked against what the working set holds before it."""
+    """One model call, type-checked against what the route holds before it.
+
+    A single-model route is one step (with its micro-batcher, when the route
+    batches); a composite route is several, over its working set.
+    """
 
     def __init__(
         self,
@@ -41,38 +46,55 @@ class ModelStep:
         available: Specs,
         where: str,
         label: str,
+        *,
+        batcher: MicroBatcher | None = None,
     ) -> None:
         self.name = config.name
         self.label = f"{label}:{config.name}"
         self.timeout_s = config.timeout_s
         self._backend = backend
+        self._batcher = batcher
         self._version = config.version
         self._select = config.select
         self.models = config.models()
+        if batcher is not None and (self._select is not None or batcher.model != self.models[0]):
+            raise ValueError("a micro-batcher serves a step that calls its one model")
         base = infos[self.models[0]]
-        if config.version and config.version not in base.versions:
-            raise ConfigError(
-                f"{where}.version: model {base.name!r} has no ready version {config.version!r} "
-                f"(ready: {', '.join(base.versions) or 'none'})"
-            )
-        for other in self.models[1:]:
-            info = infos[other]
+        check_version(base, config.version, f"{where}.version")
+        self._check_interchangeable(base, [infos[m] for m in self.models[1:]], where)
+        self.max_batch_size = min((infos[m].max_batch_size for m in self.models), default=0)
+        self.feed = self._feed(config, base, available, where)
+        if self._select is not None:
+            self._check_select(self._select, available, where)
+        self.rename = self._renames(config, base, where)
+        model_outputs = {s.name: s for s in base.outputs}
+        produced = {new: model_outputs[old].renamed(new) for old, new in self.rename.items()}
+        self._post: list[Op] = build_ops(config.post, f"{where}.post")
+        self.specs_after = chain_specs(self._post, list({**available, **produced}.values()), f"{where}.post")
+        self.produced = [n for n in self.specs_after if n not in available or n in produced]
+
+    @staticmethod
+    def _check_interchangeable(base: ModelInfo, others: Sequence[ModelInfo], where: str) -> None:
+        """A step that selects its model row by row can only choose between models of the same signature."""
+        for info in others:
             if _signature(info) != _signature(base):
                 raise ConfigError(
-                    f"{where}.select: models {base.name!r} and {other!r} differ in inputs or outputs; "
+                    f"{where}.select: models {base.name!r} and {info.name!r} differ in inputs or outputs; "
                     "a step can only choose between interchangeable models"
                 )
-        self.max_batch_size = min((infos[m].max_batch_size for m in self.models), default=0)
 
-        model_inputs = {s.name: s for s in base.inputs}
+    @staticmethod
+    def _feed(config: StepConfig, model: ModelInfo, available: Specs, where: str) -> dict[str, str]:
+        """Model input -> the working-set tensor it reads, each checked against the model's spec."""
+        model_inputs = {s.name: s for s in model.inputs}
         for key in config.inputs:
             if key not in model_inputs:
                 raise ConfigError(
-                    f"{where}.inputs.{key}: model {base.name!r} has no input {key!r} "
+                    f"{where}.inputs.{key}: model {model.name!r} has no input {key!r} "
                     f"(inputs: {', '.join(model_inputs)})"
                 )
-        self.feed = {name: config.inputs.get(name, name) for name in model_inputs}
-        for name, source in self.feed.items():
+        feed = {name: config.inputs.get(name, name) for name in model_inputs}
+        for name, source in feed.items():
             got = available.get(source)
             if got is None:
                 raise ConfigError(
@@ -81,39 +103,37 @@ class ModelStep:
                 )
             if not model_inputs[name].accepts(got.renamed(name)):
                 raise ConfigError(
-                    f"{where}.inputs.{name}: model {base.name!r} needs {model_inputs[name]}, "
+                    f"{where}.inputs.{name}: model {model.name!r} needs {model_inputs[name]}, "
                     f"the route has {got} at this point"
                 )
-        if self._select is not None:
-            spec = available.get(self._select.tensor)
-            if spec is None:
-                raise ConfigError(
-                    f"{where}.select.tensor: no tensor {self._select.tensor!r} in the route at this point "
-                    f"(have: {', '.join(sorted(available))})"
-                )
-            kinds = INTEGER_TYPES if self._select.models is not None else NUMERIC_TYPES
-            if (
-                spec.datatype not in kinds
-                or len(spec.shape) not in (1, 2)
-                or (len(spec.shape) == 2 and spec.shape[1] != 1)
-            ):
-                raise ConfigError(
-                    f"{where}.select.tensor: {spec} must be one {'integer' if kinds is INTEGER_TYPES else 'number'} "
-                    "per row ([-1] or [-1, 1])"
-                )
+        return feed
 
-        model_outputs = {s.name: s for s in base.outputs}
+    @staticmethod
+    def _check_select(select: SelectConfig, available: Specs, where: str) -> None:
+        spec = available.get(select.tensor)
+        if spec is None:
+            raise ConfigError(
+                f"{where}.select.tensor: no tensor {select.tensor!r} in the route at this point "
+                f"(have: {', '.join(sorted(available))})"
+            )
+        kinds = INTEGER_TYPES if select.models is not None else NUMERIC_TYPES
+        if spec.datatype not in kinds or len(spec.shape) not in (1, 2) or (len(spec.shape) == 2 and spec.shape[1] != 1):
+            raise ConfigError(
+                f"{where}.select.tensor: {spec} must be one {'integer' if kinds is INTEGER_TYPES else 'number'} "
+                "per row ([-1] or [-1, 1])"
+            )
+
+    @staticmethod
+    def _renames(config: StepConfig, model: ModelInfo, where: str) -> dict[str, str]:
+        """Model output -> the name it takes in the working set."""
+        model_outputs = [s.name for s in model.outputs]
         for key in config.outputs:
             if key not in model_outputs:
                 raise ConfigError(
-                    f"{where}.outputs.{key}: model {base.name!r} has no output {key!r} "
+                    f"{where}.outputs.{key}: model {model.name!r} has no output {key!r} "
                     f"(outputs: {', '.join(model_outputs)})"
                 )
-        self.rename = {name: config.outputs.get(name, name) for name in model_outputs}
-        produced = {new: model_outputs[old].renamed(new) for old, new in self.rename.items()}
-        self._post: list[Op] = [build_op(o.op, o.params(), f"{where}.post[{i}]") for i, o in enumerate(config.post)]
-        self.specs_after = chain_specs(self._post, list({**available, **produced}.values()), f"{where}.post")
-        self.produced = [n for n in self.specs_after if n not in available or n in produced]
+        return {name: config.outputs.get(name, name) for name in model_outputs}
 
     def model_refs(self, pins: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         return tuple((m, pins.get(m, self._version)) for m in self.models)
@@ -138,14 +158,33 @@ class ModelStep:
             merged = {t.name: t for t in await run_ops(self._post, list(merged.values()), keep)}
         return merged, refs
 
+    async def call(
+        self,
+        model: str,
+        inputs: Sequence[pb.Tensor],
+        outputs: Sequence[str],
+        request: pb.InferRequest,
+        ctx: CallContext,
+    ) -> tuple[list[pb.Tensor], list[pb.ModelRef]]:
+        """One call of ``model`` (through the micro-batcher, if any) at the version the request pins or the step's.
+
+        ``outputs`` names the outputs wanted (empty: all of them).
+        """
+        version = request.model_versions.get(model, self._version)
+        if self._batcher is None:
+            result = await self._backend.infer(
+                model, version, inputs, outputs, timeout_s=ctx.remaining(), request_id=ctx.request_id
+            )
+        else:
+            result = await self._batcher.infer(
+                version, inputs, outputs, deadline=ctx.deadline, request_id=ctx.request_id
+            )
+        return result.outputs, [pb.ModelRef(name=result.model, version=result.version)]
+
     async def _call(
         self, model: str, inputs: list[pb.Tensor], request: pb.InferRequest, ctx: CallContext
     ) -> tuple[list[pb.Tensor], list[pb.ModelRef]]:
-        version = request.model_versions.get(model, self._version)
-        result = await self._backend.infer(
-            model, version, inputs, list(self.rename), timeout_s=ctx.remaining(), request_id=ctx.request_id
-        )
-        return result.outputs, [pb.ModelRef(name=result.model, version=result.version)]
+        return await self.call(model, inputs, list(self.rename), request, ctx)
 
     async def _call_selected(
         self, working: Tensors, inputs: list[pb.Tensor], request: pb.InferRequest, ctx: CallContext

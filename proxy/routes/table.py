@@ -8,23 +8,36 @@ half-configured.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.errors import ConfigError, GatewayError, RouteNotFound
-from switchyard.proxy.routes.base import Route, RouteDescription
+from switchyard.proxy.routes.base import Route
 from switchyard.proxy.routes.parallel import ParallelRoute
 from switchyard.proxy.routes.progressive import ProgressiveRoute
 from switchyard.proxy.routes.schema import (
     AnyRouteConfig,
-    ParallelRouteConfig,
     RouteConfig,
     RoutesFile,
-    SerialRouteConfig,
 )
 from switchyard.proxy.routes.serial import SerialRoute
 from switchyard.proxy.routes.single import SingleModelRoute
 
-__all__ = ["ProgressiveRoute", "Route", "RouteDescription", "RouteTable", "build_routes"]
+__all__ = ["KINDS", "RouteTable", "build_routes"]
+
+
+RouteKind = Callable[[Any, Mapping[str, ModelInfo], TritonBackend, Cache | None], Route]
+"""Builds a route from its configuration, the metadata of the models it names, the backend and the data cache."""
+
+KINDS: dict[str, RouteKind] = {
+    "single": SingleModelRoute,
+    "serial": SerialRoute,
+    "parallel": ParallelRoute,
+    "progressive": ProgressiveRoute,
+}
+"""The route kinds by the ``kind`` of the routes file; a new kind is registered here."""
 
 
 class RouteTable:
@@ -40,7 +53,7 @@ class RouteTable:
     def __contains__(self, name: object) -> bool:
         return name in self._routes
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Route]:
         return iter(sorted(self._routes.values(), key=lambda r: r.name))
 
     def models(self) -> list[str]:
@@ -59,18 +72,7 @@ async def build_routes(
                 infos[model] = await backend.model_info(model, timeout_s=timeout_s)
             except GatewayError as exc:
                 raise ConfigError(f"routes[{route.name}]{_model_field(route, model, i)}: {exc.message}") from None
-    routes: list[Route] = []
-    for route in config.routes:
-        if isinstance(route, RouteConfig):
-            routes.append(SingleModelRoute(route, infos[route.model], backend, data_cache))
-        elif isinstance(route, SerialRouteConfig):
-            routes.append(SerialRoute(route, infos, backend, data_cache))
-        elif isinstance(route, ParallelRouteConfig):
-            routes.append(ParallelRoute(route, infos, backend, data_cache))
-        else:
-            routes.append(ProgressiveRoute(route, infos, backend, data_cache))
-        routes[-1].allow_non_finite = route.allow_non_finite
-    return RouteTable(routes)
+    return RouteTable([KINDS[route.kind](route, infos, backend, data_cache) for route in config.routes])
 
 
 def _model_field(route: AnyRouteConfig, model: str, _index: int) -> str:

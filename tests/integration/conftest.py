@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from switchyard.models import BUNDLED_ROUTES
 from switchyard.models.build import build_repository
 from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
@@ -49,7 +50,7 @@ def gateway_thread(local_triton: LocalTriton) -> Iterator[GatewayThread]:
         max_message_bytes=32 * 1024 * 1024,
         health_interval_s=0.5,
     )
-    gateway = GatewayThread(settings, load_routes(None))
+    gateway = GatewayThread(settings, load_routes(BUNDLED_ROUTES))
     try:
         yield gateway
     finally:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from switchyard.models import BUNDLED_ROUTES
 from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.local_triton import LocalTriton
@@ -45,7 +46,7 @@ def test_triton_killed_then_back(own_triton: LocalTriton) -> None:
     settings = GatewaySettings(
         triton_url=own_triton.grpc_url, host="127.0.0.1", port=0, metrics_port=None, health_interval_s=0.2
     )
-    gateway = GatewayThread(settings, load_routes(None))
+    gateway = GatewayThread(settings, load_routes(BUNDLED_ROUTES))
     channel = grpc.insecure_channel(gateway.target)
     stub = gateway_pb2_grpc.GatewayStub(channel)
     try:

@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from switchyard.models import BUNDLED_ROUTES
 from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.local_triton import LocalTriton
@@ -136,7 +137,7 @@ def test_triton_killed_under_load_then_restarted(model_repository: Path, tmp_pat
         settings = GatewaySettings(
             triton_url=triton.grpc_url, host="127.0.0.1", port=0, metrics_port=None, health_interval_s=0.5
         )
-        gateway = GatewayThread(settings, load_routes(None))
+        gateway = GatewayThread(settings, load_routes(BUNDLED_ROUTES))
         channel = grpc.insecure_channel(gateway.target)
         health = health_pb2_grpc.HealthStub(channel)
 

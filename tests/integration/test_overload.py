@@ -28,6 +28,7 @@ import psutil
 import pytest
 from prometheus_client import REGISTRY
 
+from switchyard.models import BUNDLED_ROUTES
 from switchyard.models.datasets import digits_split
 from switchyard.proxy.errors import BackendUnavailable
 from switchyard.proxy.gateway import Gateway
@@ -307,7 +308,7 @@ SHED_RSS_BOUND = 256 * MiB
 
 
 def test_overload_is_shed_and_every_admitted_call_succeeds(local_triton: LocalTriton) -> None:
-    gateway = GatewayThread(_settings(local_triton.grpc_url, max_inflight=MAX_INFLIGHT), load_routes(None))
+    gateway = GatewayThread(_settings(local_triton.grpc_url, max_inflight=MAX_INFLIGHT), load_routes(BUNDLED_ROUTES))
     try:
         images = digits_split().X_test[:OFFERED]
         reference = _reference_labels(gateway.target, images)
@@ -353,7 +354,7 @@ def test_overload_is_shed_and_every_admitted_call_succeeds(local_triton: LocalTr
 
 def test_stream_and_progressive_requests_are_shed_per_request(forwarder: StallingForwarder) -> None:
     """With the backend hung, two calls hold both slots: every further request is shed, on every RPC."""
-    routes = load_routes(None)
+    routes = load_routes(BUNDLED_ROUTES)
     routes = RoutesFile(
         routes=[r.model_copy(update={"max_inflight": 1}) if r.name == "digits" else r for r in routes.routes]
     )
@@ -449,7 +450,7 @@ def _max_deviation(outcomes: list[tuple[str, float]]) -> float:
 
 
 def test_hung_backend_ends_every_call_at_its_deadline(forwarder: StallingForwarder) -> None:
-    gateway = GatewayThread(_settings(forwarder.url, health_interval_s=30.0), load_routes(None))
+    gateway = GatewayThread(_settings(forwarder.url, health_interval_s=30.0), load_routes(BUNDLED_ROUTES))
     request = _digits_request("digits", digits_split().X_test[:1])
     try:
         with grpc.insecure_channel(gateway.target) as channel:
@@ -534,7 +535,7 @@ def test_start_against_a_hung_backend_fails_within_its_bound(forwarder: Stalling
     settings = _settings(forwarder.url, backend_ready_timeout_s=1.0)
 
     async def start() -> float:
-        gateway = Gateway(settings, load_routes(None))
+        gateway = Gateway(settings, load_routes(BUNDLED_ROUTES))
         started = time.monotonic()
         try:
             with pytest.raises(BackendUnavailable, match="models not ready"):
@@ -563,7 +564,7 @@ def test_cancelled_calls_leave_the_others_and_nothing_behind(local_triton: Local
     # cancellation lands while the gateway is answering the call rather than before it
     # has started (a burst of calls queues in the client and in the gateway first).
     slow_link = StallingForwarder(local_triton.grpc_url, delay_s=CANCEL_LINK_DELAY_S)
-    gateway = GatewayThread(_settings(slow_link.url, health_interval_s=30.0), load_routes(None))
+    gateway = GatewayThread(_settings(slow_link.url, health_interval_s=30.0), load_routes(BUNDLED_ROUTES))
     try:
         images = digits_split().X_test[:CANCEL_CALLS]
         reference = _reference_labels(gateway.target, images)

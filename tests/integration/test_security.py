@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from switchyard.client import AsyncClient, Client, PermissionDenied, Unauthenticated
+from switchyard.models import BUNDLED_ROUTES
 from switchyard.proxy.grpc.security import SecurityConfigError, load_security
 from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import GatewaySettings
@@ -125,7 +126,7 @@ def secure_gateway(
         env.setenv("SWITCHYARD_API_KEYS", f"carol:{CAROL_KEY}")
         gateway = GatewayThread(
             settings(local_triton, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key, api_keys_file=keys_file),
-            load_routes(None),
+            load_routes(BUNDLED_ROUTES),
         )
     try:
         yield gateway
@@ -140,7 +141,7 @@ def mtls_gateway(local_triton: LocalTriton, pki: Pki) -> Iterator[GatewayThread]
         settings(
             local_triton, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key, tls_client_ca_file=pki.ca_file
         ),
-        load_routes(None),
+        load_routes(BUNDLED_ROUTES),
     )
     try:
         yield gateway
@@ -294,7 +295,7 @@ def test_key_may_only_use_its_routes(stub: gateway_pb2_grpc.GatewayStub) -> None
         )
         for key in (ALICE_KEY, BOB_KEY, OPS_KEY, CAROL_KEY)
     }
-    every = sorted(route.name for route in load_routes(None).routes)
+    every = sorted(route.name for route in load_routes(BUNDLED_ROUTES).routes)
     assert listed[ALICE_KEY] == [r for r in every if r == "digits" or r.startswith("wine")]
     assert listed[BOB_KEY] == ["digits_8x8"]
     assert listed[OPS_KEY] == listed[CAROL_KEY] == every
@@ -457,7 +458,7 @@ def test_keys_never_reach_the_log(
         env.setenv("SWITCHYARD_API_KEYS", f"carol:{CAROL_KEY}")
         gateway = GatewayThread(
             settings(local_triton, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key, api_keys_file=keys_file),
-            load_routes(None),
+            load_routes(BUNDLED_ROUTES),
         )
     outcomes: dict[str, int] = {}
     try:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from switchyard.models import BUNDLED_ROUTES
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.routes.schema import load_routes, parse_routes
 
 
 def test_bundled_default_routes_parse() -> None:
-    routes = load_routes(None).routes
+    routes = load_routes(BUNDLED_ROUTES).routes
     names = [r.name for r in routes]
     assert names == sorted(set(names), key=names.index)  # unique
     assert {"digits", "digits_8x8", "wine", "wine_alcohol"} <= set(names)
