@@ -396,7 +396,7 @@ def run(
     from switchyard.models.build import build_repository
     from switchyard.server.local_triton import LocalTriton
 
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     concurrency = CONCURRENCY[profile_name]
     highest_load = highest_load or profile_name == "smoke"
     comparisons = [c for c in COMPARISONS if not only or c.name in only]

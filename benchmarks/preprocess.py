@@ -146,7 +146,7 @@ def cupy_module() -> tuple[ModuleType | None, str]:
         import cupy
 
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # noqa: BLE001 - no CuPy, no driver or no device: say which, skip CuPy
+    except Exception as exc:
         return None, f"CuPy not usable here ({type(exc).__name__}: {exc})"
     if count < 1:
         return None, "CuPy found no CUDA device"
@@ -357,7 +357,7 @@ def run(
     profile: Profile, *, xp_names: Sequence[str], out: Path, log: Callable[[str], None], command: str
 ) -> dict[str, Any]:
     """Measure, write ``preprocess-<profile>-<time>.json/.md/.png`` into ``out`` and return the report."""
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     modules: dict[str, ModuleType] = {}
     cupy, device = cupy_module()
     skipped = None

@@ -221,7 +221,7 @@ def profile(
     log: Callable[[str], None],
 ) -> str:
     """Start the stack, sample the gateway under load, write and return the report."""
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"profile-{started.strftime('%Y%m%d-%H%M%S')}"
     raw_path = stem.with_suffix(".txt")

@@ -672,7 +672,7 @@ def run(
     """
     if rounds < 1:
         raise ValueError("rounds must be at least 1")
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     results: list[dict[str, Any]] = []
     stopped: str | None = None

@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps = plan(profile, parts, driver=args.driver, out=args.out, peers_ready=peers_python().exists())
     except ValueError as exc:
         parser.error(str(exc))
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     run_steps(steps, args.out, _stderr)
     stem = args.out / f"suite-{profile}-{started:%Y%m%d-%H%M%S}"
     title = f"# Benchmark suite, {profile} profile, {started:%Y-%m-%d %H:%M} UTC"

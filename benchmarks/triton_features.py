@@ -212,7 +212,7 @@ def run(
     from switchyard.models.build import MODELS, build_repository
     from switchyard.server.local_triton import LocalTriton
 
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-triton-features-"))
     results: list[dict[str, Any]] = []
     models: dict[str, tuple[str, Variant]] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -63,7 +63,7 @@ class JobPage:
 
 
 def _time(stamp: Timestamp, present: bool) -> datetime | None:
-    return stamp.ToDatetime(tzinfo=timezone.utc) if present else None
+    return stamp.ToDatetime(tzinfo=UTC) if present else None
 
 
 def job_from(message: jpb.Job) -> Job:

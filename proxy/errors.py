@@ -10,7 +10,7 @@ looks at backend status codes. Anything else is a bug and becomes
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 import grpc.aio
@@ -82,7 +82,7 @@ def status_of(error: GatewayError) -> pb.Status:
     return pb.Status(code=error.code.value[0], message=error.message)
 
 
-async def abort_with(context: grpc.aio.ServicerContext, error: GatewayError) -> NoReturn:
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> NoReturn:
     """Ends the call with ``error``'s status and message."""
     await context.abort(error.code, error.message)
     raise AssertionError("unreachable: ServicerContext.abort raises")

@@ -25,7 +25,7 @@ from switchyard.proxy.backend.shared_memory import SharedMemoryPool
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
 from switchyard.proxy.grpc.gateway import GatewayService
-from switchyard.proxy.grpc.handlers import GATEWAY_SERVICE, JOBS_SERVICE, add_gateway_service, add_jobs_service
+from switchyard.proxy.grpc.handlers import GATEWAY, GATEWAY_SERVICE, JOBS, JOBS_SERVICE, add_service
 from switchyard.proxy.grpc.health import HealthMonitor
 from switchyard.proxy.grpc.security import load_security
 from switchyard.proxy.jobs import JobQueue
@@ -120,7 +120,7 @@ class Gateway:
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
         self._plane = DataPlane(self.routes, s, cache=self._cache, on_backend_down=self._health.mark_backend_down)
-        add_gateway_service(GatewayService(self._plane, stream_max_inflight=s.stream_max_inflight), server)
+        add_service(GatewayService(self._plane, stream_max_inflight=s.stream_max_inflight), server, GATEWAY)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         services = [
             GATEWAY_SERVICE,
@@ -135,7 +135,7 @@ class Gateway:
                 await health_servicer.set(JOBS_SERVICE, status)
 
             self.jobs = JobQueue(s, self._plane, keys=security.keys, on_store_health=jobs_health)
-            add_jobs_service(self.jobs.service, server)
+            add_service(self.jobs.service, server, JOBS)
             services.insert(1, JOBS_SERVICE)
         reflection.enable_server_reflection(services, server)
         address = f"{s.host}:{s.port}"

@@ -58,29 +58,11 @@ ROWS = Counter(
 # builds a key on every call, which the profile of the passthrough route showed.
 # Labels are route names from the configuration (or one placeholder for unknown
 # routes), stage names and status codes: a small, bounded set.
-@functools.cache
-def in_flight(route: str) -> Gauge:
-    return IN_FLIGHT.labels(route)
-
-
-@functools.cache
-def latency(route: str) -> Histogram:
-    return LATENCY.labels(route)
-
-
-@functools.cache
-def requests(route: str, code: str) -> Counter:
-    return REQUESTS.labels(route, code)
-
-
-@functools.cache
-def rows(route: str) -> Counter:
-    return ROWS.labels(route)
-
-
-@functools.cache
-def stage_latency(route: str, stage: str) -> Histogram:
-    return STAGE_LATENCY.labels(route, stage)
+in_flight = functools.cache(IN_FLIGHT.labels)
+latency = functools.cache(LATENCY.labels)
+requests = functools.cache(REQUESTS.labels)
+rows = functools.cache(ROWS.labels)
+stage_latency = functools.cache(STAGE_LATENCY.labels)
 
 
 # Asynchronous jobs (proxy.jobs). Job latency runs from submit to the end, so

@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     settings_json = sys.stdin.buffer.read()
     try:
         return uvloop.run(_serve_worker(settings_json))
-    except Exception as exc:  # noqa: BLE001 - the supervisor reports the exit status; the reason goes to stderr
+    except Exception as exc:
         log.error("gateway worker %d failed: %s", args.index, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return 1
 

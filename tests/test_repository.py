@@ -1,4 +1,4 @@
-"""Repository hygiene: generated stubs are fresh, lint passes, no machine-specific paths."""
+"""Repository hygiene: generated stubs are fresh, lint and strict typing pass, no machine-specific paths."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def test_ruff_lint_and_format() -> None:
     assert lint.returncode == 0, lint.stdout
     fmt = run(sys.executable, "-m", "ruff", "format", "--check", ".")
     assert fmt.returncode == 0, fmt.stdout
+
+
+def test_mypy_strict() -> None:
+    """Every package of ours type-checks under mypy --strict (settings in pyproject.toml)."""
+    done = run(sys.executable, "scripts/typecheck.py")
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 # Absolute folders of a particular machine or user. Written as alternatives so

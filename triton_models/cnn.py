@@ -16,8 +16,10 @@ bundled model.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from onnx import ModelProto, TensorProto, checker, helper, numpy_helper
 
 IMAGE_SIDE = 224
@@ -34,10 +36,10 @@ CLASSES = 10
 OPSET = 17
 
 
-def _conv_weight(rng: np.random.Generator, out_channels: int, in_channels: int) -> np.ndarray:
+def _conv_weight(rng: np.random.Generator, out_channels: int, in_channels: int) -> npt.NDArray[Any]:
     # He initialisation: keeps the activations' scale through the ReLUs, so the output is neither 0 nor inf.
     std = np.sqrt(2.0 / (in_channels * 9))
-    weight: np.ndarray = (rng.standard_normal((out_channels, in_channels, 3, 3)) * std).astype(np.float32)
+    weight: npt.NDArray[Any] = (rng.standard_normal((out_channels, in_channels, 3, 3)) * std).astype(np.float32)
     return weight
 
 

@@ -313,7 +313,7 @@ def run(
 
     if peers and not peers_python().exists():
         raise SystemExit(f"no peers' environment at {PEERS_VENV}: run python -m benchmarks.peers --setup first")
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     split = digits_split()
     png, expected = digits_png(split.X_test[:1])[0], pipeline.LABELS[int(split.y_test[0])]
     work_dir = Path(tempfile.mkdtemp(prefix="switchyard-peers-"))

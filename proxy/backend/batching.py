@@ -57,6 +57,7 @@ import grpc
 
 from switchyard.proxy import errors
 from switchyard.proxy.backend.triton import InferResult
+from switchyard.proxy.checks import at_least
 from switchyard.v1 import gateway_pb2 as pb
 
 _LEN = struct.Struct("<I")
@@ -111,17 +112,21 @@ class MicroBatcher:
         eager: bool = False,
         eager_calls: int = 1,
     ) -> None:
-        if max_batch < 1 or max_delay_s < 0 or eager_calls < 1:
-            raise ValueError("max_batch and eager_calls must be at least 1 and max_delay_s not negative")
+        at_least("max_batch", max_batch, 1)
+        at_least("max_delay_s", max_delay_s, 0)
+        at_least("eager_calls", eager_calls, 1)
         self._backend = backend
         self.model = model
         self.max_delay_s = max_delay_s
+        """The longest a request waits for others to share its call."""
         self.max_batch = max_batch
         self.max_queued_rows = max_queued_rows if max_queued_rows is not None else 8 * max_batch
+        """Rows waiting in all queues together past which requests are sent alone."""
         self._queues: dict[BatchKey, _Queue] = {}
         self._queued_rows = 0
         self._sending: set[asyncio.Task[None]] = set()
         self.eager = eager
+        """Send at once while fewer than ``eager_calls`` merged calls of the queue are in flight."""
         self.eager_calls = eager_calls
         self._inflight: dict[BatchKey, int] = {}
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 from prometheus_client import Gauge
 
+from switchyard.proxy.checks import above, at_least
 from switchyard.proxy.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,15 @@ class CircuitBreaker:
         max_cooldown_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be at least 1, got {failure_threshold}")
-        if cooldown_s <= 0 or max_cooldown_s < cooldown_s:
-            raise ValueError(f"need 0 < cooldown_s <= max_cooldown_s, got {cooldown_s} and {max_cooldown_s}")
+        at_least("failure_threshold", failure_threshold, 1)
+        above("cooldown_s", cooldown_s, 0)
+        at_least("max_cooldown_s", max_cooldown_s, cooldown_s)
         self.name = name
         self.failure_threshold = failure_threshold
+        """Consecutive connection failures that open the circuit."""
         self.cooldown_s = cooldown_s
         self.max_cooldown_s = max_cooldown_s
+        """The cool-down doubles after each failed probe, up to this."""
         self._clock = clock
         self._state = CircuitState.CLOSED
         self._failures = 0
@@ -192,5 +194,5 @@ class CircuitBreaker:
         for listener in list(self._listeners):
             try:
                 listener(state)
-            except Exception:  # noqa: BLE001 - one bad listener must not break the breaker
+            except Exception:
                 log.exception("circuit breaker listener failed")

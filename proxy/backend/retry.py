@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from prometheus_client import Counter
 
+from switchyard.proxy.checks import at_least
+
 RETRIES = Counter(
     "switchyard_backend_retries",
     "Backend calls sent again after UNAVAILABLE, by backend.",
@@ -44,11 +46,14 @@ class RetryBudget:
         max_tokens: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if ratio < 0 or min_per_s < 0 or max_tokens < 1:
-            raise ValueError("need ratio >= 0, min_per_s >= 0 and max_tokens >= 1")
+        at_least("ratio", ratio, 0)
+        at_least("min_per_s", min_per_s, 0)
+        at_least("max_tokens", max_tokens, 1)
         self.ratio = ratio
+        """Tokens each call deposits: the share of calls that may be retried."""
         self.min_per_s = min_per_s
         self.max_tokens = max_tokens
+        """The most tokens the bucket holds: the largest burst of retries."""
         self._clock = clock
         self._tokens = max_tokens
         self._updated = clock()

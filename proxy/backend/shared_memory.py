@@ -31,6 +31,8 @@ from multiprocessing import shared_memory
 
 from prometheus_client import Counter, Gauge
 
+from switchyard.proxy.checks import at_least
+
 SHM_INPUTS = Counter(
     "switchyard_backend_shm_inputs",
     "Large input tensors sent to Triton, by backend and way (shm: through a shared-memory slot; "
@@ -67,14 +69,14 @@ class SharedMemoryPool:
         quarantine_s: float,
         label: str = "",
     ) -> None:
-        if slots < 1:
-            raise ValueError("slots must be an integer >= 1")
-        if slot_bytes < threshold_bytes:
-            raise ValueError("slot_bytes must be >= threshold_bytes")
+        at_least("slots", slots, 1)
+        at_least("slot_bytes", slot_bytes, threshold_bytes)
         self.slots = slots
         self.slot_bytes = slot_bytes
         self.threshold_bytes = threshold_bytes
+        """Inputs smaller than this travel in the message."""
         self.quarantine_s = quarantine_s
+        """How long a slot Triton may still read stays out of use."""
         self.label = label
         # The process id and a random part keep several gateways on one host (and on one Triton) apart.
         self.region = f"switchyard_{os.getpid()}_{secrets.token_hex(4)}"

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from switchyard.proxy.cache.base import CACHE_BYTES, CACHE_EVICTIONS, Cache
+from switchyard.proxy.checks import above_or_none, at_least
 
 ENTRY_OVERHEAD = 64
 """Bytes charged per entry on top of len(key) + len(value), for the bookkeeping."""
@@ -36,15 +37,14 @@ class MemoryCache(Cache):
         name: str = "memory",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_bytes < 1:
-            raise ValueError(f"max_bytes must be an integer >= 1, got {max_bytes!r}")
-        if ttl_s is not None and not ttl_s > 0:
-            raise ValueError(f"ttl_s must be > 0 or None, got {ttl_s!r}")
-        if max_entries is not None and max_entries < 1:
-            raise ValueError(f"max_entries must be an integer >= 1 or None, got {max_entries!r}")
+        at_least("max_bytes", max_bytes, 1)
+        above_or_none("ttl_s", ttl_s, 0)
+        above_or_none("max_entries", max_entries, 0)
         super().__init__(name)
         self.max_bytes = max_bytes
+        """Bytes charged (keys, values, overhead) past which the least recently used entries go."""
         self.ttl_s = ttl_s
+        """The default TTL; None: entries live until evicted."""
         self.max_entries = max_entries
         self._clock = clock
         # key -> (value, expires_at (monotonic), charged bytes); order = recency, oldest first.

@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from switchyard.proxy.cache.base import CACHE_ERRORS, Cache
+from switchyard.proxy.checks import above, above_or_none, at_least
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +55,18 @@ class RedisCache(Cache):
         failure_backoff_s: float = 1.0,
         warn_interval_s: float = 10.0,
     ) -> None:
-        if ttl_s is not None and not ttl_s > 0:
-            raise ValueError(f"ttl_s must be > 0 or None, got {ttl_s!r}")
-        if not op_timeout_s > 0:
-            raise ValueError(f"op_timeout_s must be > 0, got {op_timeout_s!r}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be an integer >= 1, got {max_connections!r}")
-        if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be an integer >= 1, got {failure_threshold!r}")
-        if failure_backoff_s < 0:
-            raise ValueError(f"failure_backoff_s must be >= 0, got {failure_backoff_s!r}")
+        above_or_none("ttl_s", ttl_s, 0)
+        above("op_timeout_s", op_timeout_s, 0)
+        at_least("max_connections", max_connections, 1)
+        at_least("failure_threshold", failure_threshold, 1)
+        at_least("failure_backoff_s", failure_backoff_s, 0)
         super().__init__(name)
         self.ttl_s = ttl_s
         self.op_timeout_s = op_timeout_s
+        """The longest one Redis command may take before it counts as a miss."""
         self.key_prefix = key_prefix
         self.failure_threshold = failure_threshold
+        """Consecutive failures after which Redis is left alone for ``failure_backoff_s``."""
         self.failure_backoff_s = failure_backoff_s
         self.warn_interval_s = warn_interval_s
         # One immediate retry: a pooled connection may be stale after a Redis

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -30,7 +31,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self._plane = plane
         self._stream_max_inflight = stream_max_inflight
 
-    async def Infer(self, request: pb.InferRequest, context: grpc.aio.ServicerContext) -> pb.InferResponse:
+    async def Infer(self, request: pb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.InferResponse:
         answer = await self._plane.infer(request, context.time_remaining())
         if answer.error is not None:
             await abort_with(context, answer.error)
@@ -40,7 +41,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         return answer.response
 
     async def InferProgressive(
-        self, request: pb.InferRequest, context: grpc.aio.ServicerContext
+        self, request: pb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ProgressiveResponse]:
         """A progressive route's answers, stage by stage; other kinds answer once, final."""
         async for item in self._plane.progressive(request, context.time_remaining()):
@@ -51,23 +52,23 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             message = pb.ProgressiveResponse(stage=item.stage, stage_index=item.index, final=item.final)
             if item.error is not None:
                 message.error.CopyFrom(status_of(item.error))
-            else:
+            elif item.response is not None:
                 message.response.CopyFrom(item.response)
             yield message
 
     async def ListRoutes(
-        self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListRoutesResponse:
         return pb.ListRoutesResponse(routes=[r.description.to_proto() for r in self._plane.routes])
 
-    async def GetRoute(self, request: pb.GetRouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteInfo:
+    async def GetRoute(self, request: pb.GetRouteRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RouteInfo:
         try:
             return self._plane.routes.get(request.name).description.to_proto()
         except GatewayError as exc:
             await abort_with(context, exc)
 
     async def InferStream(
-        self, request_iterator: AsyncIterator[pb.InferRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.InferRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.StreamInferResponse]:
         """Answers each request as soon as it is done; at most ``stream_max_inflight`` at once."""
         results: asyncio.Queue[pb.StreamInferResponse | None] = asyncio.Queue()

@@ -1,6 +1,6 @@
-"""Registers the Gateway and Jobs services with request parsing that refuses bad bytes cleanly.
+"""Registers gRPC services (Gateway, Jobs) with request parsing that refuses bad bytes cleanly.
 
-The generated ``add_GatewayServicer_to_server`` parses requests inside
+A generated ``add_GatewayServicer_to_server`` parses requests inside
 grpcio; bytes that are not a valid message then end as ``UNKNOWN`` with a
 traceback in the server log. Here parsing failures become a ``Malformed``
 value that the handlers answer with ``INVALID_ARGUMENT`` (naming the message
@@ -14,14 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import jobs_pb2 as jpb
 
-GATEWAY_SERVICE: str = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
+GATEWAY: ServiceDescriptor = pb.DESCRIPTOR.services_by_name["Gateway"]
+JOBS: ServiceDescriptor = jpb.DESCRIPTOR.services_by_name["Jobs"]
+GATEWAY_SERVICE: str = GATEWAY.full_name
 """``switchyard.v1.Gateway``: the service name in method paths, health and reflection."""
-JOBS_SERVICE: str = jpb.DESCRIPTOR.services_by_name["Jobs"].full_name
+JOBS_SERVICE: str = JOBS.full_name
 """``switchyard.v1.Jobs``."""
 
 
@@ -47,7 +51,7 @@ def _parser(message_type: type[Message]) -> Callable[[bytes], Any]:
 
 
 def _unary_unary(method: Callable[..., Any]) -> Callable[..., Any]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         return await method(request, context)
@@ -56,7 +60,7 @@ def _unary_unary(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _unary_stream(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
         async for response in method(request, context):
@@ -66,7 +70,7 @@ def _unary_stream(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., As
 
 
 def _stream_stream(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         bad: list[Malformed] = []
 
         async def parsed() -> AsyncIterator[Any]:
@@ -84,65 +88,31 @@ def _stream_stream(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
     return handle
 
 
-def add_gateway_service(servicer: Any, server: grpc.aio.Server) -> None:
-    """Like the generated ``add_GatewayServicer_to_server``, with clean refusals of malformed requests."""
-    handlers = {
-        "Infer": grpc.unary_unary_rpc_method_handler(
-            _unary_unary(servicer.Infer),
-            request_deserializer=_parser(pb.InferRequest),
-            response_serializer=pb.InferResponse.SerializeToString,
-        ),
-        "InferStream": grpc.stream_stream_rpc_method_handler(
-            _stream_stream(servicer.InferStream),
-            request_deserializer=_parser(pb.InferRequest),
-            response_serializer=pb.StreamInferResponse.SerializeToString,
-        ),
-        "InferProgressive": grpc.unary_stream_rpc_method_handler(
-            _unary_stream(servicer.InferProgressive),
-            request_deserializer=_parser(pb.InferRequest),
-            response_serializer=pb.ProgressiveResponse.SerializeToString,
-        ),
-        "ListRoutes": grpc.unary_unary_rpc_method_handler(
-            _unary_unary(servicer.ListRoutes),
-            request_deserializer=_parser(pb.ListRoutesRequest),
-            response_serializer=pb.ListRoutesResponse.SerializeToString,
-        ),
-        "GetRoute": grpc.unary_unary_rpc_method_handler(
-            _unary_unary(servicer.GetRoute),
-            request_deserializer=_parser(pb.GetRouteRequest),
-            response_serializer=pb.RouteInfo.SerializeToString,
-        ),
-    }
-    missing = set(pb.DESCRIPTOR.services_by_name["Gateway"].methods_by_name) - set(handlers)
-    if missing:
-        raise RuntimeError(f"Gateway methods without a handler: {sorted(missing)}")
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GATEWAY_SERVICE, handlers),))
-    server.add_registered_method_handlers(GATEWAY_SERVICE, handlers)
+_HANDLERS: dict[tuple[bool, bool], tuple[Callable[..., Any], Callable[..., Any]]] = {
+    # (client streaming, server streaming): (the guard, grpc's handler factory)
+    (False, False): (_unary_unary, grpc.unary_unary_rpc_method_handler),
+    (False, True): (_unary_stream, grpc.unary_stream_rpc_method_handler),
+    (True, True): (_stream_stream, grpc.stream_stream_rpc_method_handler),
+}
 
 
-def add_jobs_service(servicer: Any, server: grpc.aio.Server) -> None:
-    """Like the generated ``add_JobsServicer_to_server``, with clean refusals of malformed requests."""
+def add_service(servicer: Any, server: grpc.aio.Server, service: ServiceDescriptor) -> None:
+    """Serves every method of ``service`` from the servicer's method of the same name, refusing malformed requests.
 
-    def unary(name: str, request: type[Message], response: type[Message]) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(
-            _unary_unary(getattr(servicer, name)),
-            request_deserializer=_parser(request),
-            response_serializer=response.SerializeToString,
+    Like a generated ``add_*Servicer_to_server``, built from the descriptor, so
+    a method added to the contract needs only its servicer method (a missing
+    one fails here, at start-up, naming it).
+    """
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        behaviour = getattr(servicer, method.name, None)
+        if behaviour is None:
+            raise RuntimeError(f"{type(servicer).__name__} has no method for {service.full_name}/{method.name}")
+        guard, factory = _HANDLERS[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(
+            guard(behaviour),
+            request_deserializer=_parser(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
         )
-
-    handlers = {
-        "SubmitJob": unary("SubmitJob", jpb.SubmitJobRequest, jpb.SubmitJobResponse),
-        "GetJob": unary("GetJob", jpb.GetJobRequest, jpb.Job),
-        "WatchJob": grpc.unary_stream_rpc_method_handler(
-            _unary_stream(servicer.WatchJob),
-            request_deserializer=_parser(jpb.WatchJobRequest),
-            response_serializer=jpb.Job.SerializeToString,
-        ),
-        "CancelJob": unary("CancelJob", jpb.CancelJobRequest, jpb.Job),
-        "ListJobs": unary("ListJobs", jpb.ListJobsRequest, jpb.ListJobsResponse),
-    }
-    missing = set(jpb.DESCRIPTOR.services_by_name["Jobs"].methods_by_name) - set(handlers)
-    if missing:
-        raise RuntimeError(f"Jobs methods without a handler: {sorted(missing)}")
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(JOBS_SERVICE, handlers),))
-    server.add_registered_method_handlers(JOBS_SERVICE, handlers)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)

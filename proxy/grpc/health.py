@@ -105,5 +105,5 @@ class HealthMonitor:
             self._wake.clear()
             try:
                 await self.refresh()
-            except Exception:  # noqa: BLE001 - the poller must outlive any one failure
+            except Exception:
                 log.exception("health poll failed")

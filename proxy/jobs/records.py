@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import grpc
 
 from switchyard.proxy.errors import GatewayError
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -69,6 +69,16 @@ class JobRecord:
     @property
     def ended(self) -> bool:
         return self.state in TERMINAL
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How an attempt ended: SUCCEEDED with its response, or FAILED with its status."""
+
+    state: JobState
+    response: bytes = b""
+    error_code: int = 0
+    error_message: str = ""
 
 
 @dataclass(frozen=True)

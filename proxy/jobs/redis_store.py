@@ -42,6 +42,7 @@ from redis.backoff import NoBackoff
 from switchyard.proxy.jobs.records import (
     CANCELLED_CODE,
     LEASE_LOST_CODE,
+    JobOutcome,
     JobRecord,
     JobState,
     Lease,
@@ -486,20 +487,16 @@ class RedisJobStore(JobStore):
     async def renew(self, job_id: str, token: str, lease_s: float) -> bool:
         return bool(await self._script("renew", job_id, token, repr(self._clock()), repr(lease_s), self.consumer))
 
-    async def complete(
-        self,
-        job_id: str,
-        token: str,
-        state: JobState,
-        *,
-        response: bytes = b"",
-        error_code: int = 0,
-        error_message: str = "",
-    ) -> bool:
-        if state not in (JobState.SUCCEEDED, JobState.FAILED):
-            raise ValueError(f"complete takes SUCCEEDED or FAILED, got {state}")
+    async def _complete(self, job_id: str, token: str, outcome: JobOutcome) -> bool:
         done = await self._script(
-            "complete", job_id, token, repr(self._clock()), state.value, response, error_code, error_message
+            "complete",
+            job_id,
+            token,
+            repr(self._clock()),
+            outcome.state.value,
+            outcome.response,
+            outcome.error_code,
+            outcome.error_message,
         )
         return bool(done)
 

@@ -38,6 +38,7 @@ from typing import Any
 import grpc
 
 from switchyard.proxy import metrics
+from switchyard.proxy.checks import above, at_least
 from switchyard.proxy.errors import GatewayError
 from switchyard.proxy.jobs.records import JobState, Lease, StoreUnavailable
 from switchyard.proxy.jobs.store import JobStore
@@ -93,15 +94,16 @@ class JobRunner:
         events: JobEvents | None = None,
         on_store_health: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        if not lease_s > 0:
-            raise ValueError(f"lease_s must be > 0, got {lease_s!r}")
+        at_least("concurrency", concurrency, 1)
+        above("lease_s", lease_s, 0)
         self.store = store
         self.worker_id = worker_id
         self.concurrency = concurrency
+        """Jobs this process runs at once."""
         self.lease_s = lease_s
+        """A running job's lease, renewed by its heartbeat."""
         self.timeout_s = timeout_s
+        """Deadline of one attempt."""
         self.poll_interval_s = poll_interval_s
         self.idle_poll_s = max(poll_interval_s, idle_poll_s if idle_poll_s is not None else poll_interval_s)
         self.events = events or JobEvents()

@@ -22,7 +22,7 @@ import binascii
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -62,7 +62,7 @@ def job_message(record: JobRecord, *, with_response: bool) -> jpb.Job:
     message = jpb.Job(
         job_id=record.job_id,
         route=record.route,
-        state=jpb.JobState.Value(f"JOB_STATE_{record.state.value}"),
+        state=f"JOB_STATE_{record.state.value}",
         attempts=record.attempts,
         max_attempts=record.max_attempts,
         client_id=record.owner,
@@ -112,7 +112,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
 
     # -- helpers ----------------------------------------------------------------
 
-    async def _bounded(self, context: grpc.aio.ServicerContext, what: str, call: Awaitable[T]) -> T:
+    async def _bounded(self, context: grpc.aio.ServicerContext[Any, Any], what: str, call: Awaitable[T]) -> T:
         """Runs a store call within the call's remaining deadline."""
         remaining = context.time_remaining()
         try:
@@ -121,12 +121,12 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         except TimeoutError:
             raise DeadlineExceeded(f"deadline exceeded while {what}") from None
 
-    def _caller(self, context: grpc.aio.ServicerContext) -> str | None:
+    def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         """The API key's name when keys are configured (the owner of what it submits), else None."""
-        key = caller(self._keys, context.invocation_metadata())
+        key = caller(self._keys, tuple(context.invocation_metadata() or ()))
         return None if key is None else key.name
 
-    def _owner(self, client_id: str, context: grpc.aio.ServicerContext) -> str:
+    def _owner(self, client_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         key_name = self._caller(context)
         if key_name is not None:
             return key_name
@@ -138,13 +138,13 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             raise InvalidInput("client_id", f"{len(client_id)} characters; at most {MAX_NAME_CHARS}")
         return client_id
 
-    async def _job(self, job_id: str, context: grpc.aio.ServicerContext) -> JobRecord:
+    async def _job(self, job_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> JobRecord:
         record = await self._bounded(context, "reading the job", self._store.get(job_id))
         if record is None or not self._visible(record, context):
             raise JobNotFound(job_id)
         return record
 
-    def _visible(self, record: JobRecord, context: grpc.aio.ServicerContext) -> bool:
+    def _visible(self, record: JobRecord, context: grpc.aio.ServicerContext[Any, Any]) -> bool:
         key_name = self._caller(context)
         return key_name is None or record.owner == key_name
 
@@ -158,8 +158,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
 
     # -- the RPCs ---------------------------------------------------------------
 
-    async def SubmitJob(  # noqa: N802
-        self, request: jpb.SubmitJobRequest, context: grpc.aio.ServicerContext
+    async def SubmitJob(
+        self, request: jpb.SubmitJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> jpb.SubmitJobResponse:
         s = self._settings
         try:
@@ -213,18 +213,18 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         response = jpb.SubmitJobResponse(
             job_id=stored.job_id, state=job_message(stored, with_response=False).state, duplicate=duplicate
         )
-        response.create_time.CopyFrom(_timestamp(stored.create_time))
+        response.create_time.FromNanoseconds(round(stored.create_time * 1e9))
         return response
 
-    async def GetJob(self, request: jpb.GetJobRequest, context: grpc.aio.ServicerContext) -> jpb.Job:  # noqa: N802
+    async def GetJob(self, request: jpb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]) -> jpb.Job:
         try:
             record = await self._job(self._check_job_id(request.job_id), context)
         except GatewayError as exc:
             await abort_with(context, exc)
         return job_message(record, with_response=True)
 
-    async def WatchJob(  # noqa: N802
-        self, request: jpb.WatchJobRequest, context: grpc.aio.ServicerContext
+    async def WatchJob(
+        self, request: jpb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[jpb.Job]:
         try:
             job_id = self._check_job_id(request.job_id)
@@ -243,7 +243,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         except GatewayError as exc:
             await abort_with(context, exc)
 
-    async def CancelJob(self, request: jpb.CancelJobRequest, context: grpc.aio.ServicerContext) -> jpb.Job:  # noqa: N802
+    async def CancelJob(self, request: jpb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]) -> jpb.Job:
         try:
             job_id = self._check_job_id(request.job_id)
             await self._job(job_id, context)  # not found, or another key's
@@ -258,8 +258,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
             self._runner.events.notify(job_id)
         return job_message(record, with_response=record.state in ENDED)
 
-    async def ListJobs(  # noqa: N802
-        self, request: jpb.ListJobsRequest, context: grpc.aio.ServicerContext
+    async def ListJobs(
+        self, request: jpb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> jpb.ListJobsResponse:
         try:
             owner = self._owner(request.client_id, context)

@@ -28,6 +28,7 @@ from switchyard.proxy.jobs.records import (
     CANCELLED_CODE,
     ENDED,
     LEASE_LOST_CODE,
+    JobOutcome,
     JobRecord,
     JobState,
     Lease,
@@ -281,19 +282,7 @@ class SqliteJobStore(JobStore):
 
         return await self._run(body)
 
-    async def complete(
-        self,
-        job_id: str,
-        token: str,
-        state: JobState,
-        *,
-        response: bytes = b"",
-        error_code: int = 0,
-        error_message: str = "",
-    ) -> bool:
-        if state not in (JobState.SUCCEEDED, JobState.FAILED):
-            raise ValueError(f"complete takes SUCCEEDED or FAILED, got {state}")
-
+    async def _complete(self, job_id: str, token: str, outcome: JobOutcome) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
             now = self._clock()
             cursor = conn.execute(
@@ -301,7 +290,16 @@ class SqliteJobStore(JobStore):
                 "expire_time = ? + result_ttl_s, lease_token = NULL, lease_expires = NULL, "
                 "completions = completions + 1 "
                 "WHERE job_id = ? AND lease_token = ? AND state = 'RUNNING'",
-                (state.value, response or None, error_code, error_message, now, now, job_id, token),
+                (
+                    outcome.state.value,
+                    outcome.response or None,
+                    outcome.error_code,
+                    outcome.error_message,
+                    now,
+                    now,
+                    job_id,
+                    token,
+                ),
             )
             return cursor.rowcount == 1
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from switchyard.proxy.jobs.records import JobRecord, JobState, Lease
+from switchyard.proxy.jobs.records import JobOutcome, JobRecord, JobState, Lease
 
 
 class JobStore(ABC):
@@ -53,7 +53,6 @@ class JobStore(ABC):
     @abstractmethod
     async def renew(self, job_id: str, token: str, lease_s: float) -> bool: ...
 
-    @abstractmethod
     async def complete(
         self,
         job_id: str,
@@ -65,6 +64,13 @@ class JobStore(ABC):
         error_message: str = "",
     ) -> bool:
         """Ends a RUNNING job (SUCCEEDED or FAILED) if ``token`` still holds its lease; False otherwise."""
+        if state not in (JobState.SUCCEEDED, JobState.FAILED):
+            raise ValueError(f"complete takes SUCCEEDED or FAILED, got {state}")
+        return await self._complete(job_id, token, JobOutcome(state, response, error_code, error_message))
+
+    @abstractmethod
+    async def _complete(self, job_id: str, token: str, outcome: JobOutcome) -> bool:
+        """:meth:`complete` once its arguments are checked."""
 
     @abstractmethod
     async def requeue(self, job_id: str, token: str, *, error_code: int, error_message: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from switchyard.proxy.checks import at_least
 from switchyard.proxy.errors import Overloaded
 
 ShedReason = Literal["gateway", "route"]
@@ -32,8 +33,7 @@ class Admission:
     """Requests in flight, per process and per route, against their bounds. Event loop thread only."""
 
     def __init__(self, max_inflight: int) -> None:
-        if max_inflight < 1:
-            raise ValueError(f"max_inflight must be at least 1, got {max_inflight}")
+        at_least("max_inflight", max_inflight, 1)
         self.max_inflight = max_inflight
         self._total = 0
         self._by_route: dict[str, int] = {}

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 
 @functools.cache
@@ -26,7 +27,7 @@ def array_module() -> ModuleType:
 
         if cupy.cuda.runtime.getDeviceCount() > 0:
             return cupy  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - any failure to load or find a GPU means NumPy
+    except Exception:
         pass
     return np
 
@@ -38,7 +39,7 @@ def to_device(array: Any, xp: ModuleType) -> Any:
     return xp.asarray(array)
 
 
-def to_host(array: Any) -> np.ndarray:
+def to_host(array: Any) -> npt.NDArray[Any]:
     if isinstance(array, np.ndarray):
         return array
     get = getattr(array, "get", None)

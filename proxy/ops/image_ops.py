@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 from pydantic import Field, FiniteFloat, PositiveInt, field_validator, model_validator
 
@@ -118,7 +119,7 @@ class DecodeImage(Op):
             out[i] = self._decode_one(item, _field(self.tensor, i))
         return to_device(out, xp)
 
-    def _decode_one(self, item: Any, field: str) -> np.ndarray:
+    def _decode_one(self, item: Any, field: str) -> npt.NDArray[Any]:
         if not isinstance(item, bytes | bytearray | memoryview):
             raise InvalidInput(field, "expected the bytes of an encoded image")
         kinds = "/".join(self.formats)
@@ -126,7 +127,7 @@ class DecodeImage(Op):
             image = Image.open(io.BytesIO(bytes(item)), formats=self.formats)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InvalidInput(field, f"image has more than max_pixels={self.max_pixels} pixels") from None
-        except Exception:  # noqa: BLE001 - any failure to read the header means a bad payload
+        except Exception:
             raise InvalidInput(field, f"not a decodable {kinds} image") from None
         with image:
             width, height = image.size
@@ -137,13 +138,13 @@ class DecodeImage(Op):
                 if converted.size != (self.size[1], self.size[0]):
                     converted = converted.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
                 pixels = np.asarray(converted, dtype=np.uint8)
-            except Exception:  # noqa: BLE001 - truncated or corrupt pixel data
+            except Exception:
                 raise InvalidInput(field, f"not a decodable {kinds} image (corrupt or truncated data)") from None
         return pixels.reshape(self.size[0], self.size[1], self.channels)
 
 
 @functools.lru_cache(maxsize=256)
-def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _linear_taps(n_in: int, n_out: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
     """Source indices and weights of bilinear sampling with half-pixel centres.
 
     Output pixel ``i`` samples the input at ``(i + 0.5) * n_in / n_out - 0.5``,

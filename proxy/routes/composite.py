@@ -19,7 +19,9 @@ a route that cannot work never serves.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import Generic, TypeVar
 
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
 from switchyard.proxy.cache import Cache
@@ -38,28 +40,41 @@ from switchyard.proxy.routes.schema import (
     ParallelRouteConfig,
     ProgressiveRouteConfig,
     SerialRouteConfig,
+    StepConfig,
 )
 from switchyard.proxy.routes.step import ModelStep, Tensors
 from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 
+AnyComposite = TypeVar("AnyComposite", SerialRouteConfig, ParallelRouteConfig, ProgressiveRouteConfig)
 
-class _Composite(Route):
-    """What the three kinds share: route inputs, pre ops, the data cache and the description."""
+
+class _Composite(Route, Generic[AnyComposite]):
+    """What the three kinds share: route inputs, pre ops, the data cache and the description.
+
+    A kind names its ``kind`` and ``label`` (the stage-metric prefix of its
+    steps) as class arguments and builds its steps in :meth:`_build`, which
+    returns them with the route's outputs.
+    """
 
     kind: pb.RouteKind
     label: str
 
+    def __init_subclass__(cls, *, kind: pb.RouteKind, label: str) -> None:
+        super().__init_subclass__()
+        cls.kind = kind
+        cls.label = label
+
     def __init__(
         self,
-        config: SerialRouteConfig | ParallelRouteConfig | ProgressiveRouteConfig,
+        config: AnyComposite,
         infos: Mapping[str, ModelInfo],
         backend: TritonBackend,
         data_cache: Cache | None,
     ) -> None:
         super().__init__(config)
         self._where = f"routes[{config.name}]"
-        self.config = config
+        self.config: AnyComposite = config
         first = config.step_list()[0]
         # By default the route takes the first model's inputs, under the names the first step reads them from.
         defaults = [s.renamed(first.inputs.get(s.name, s.name)) for s in infos[first.models()[0]].inputs]
@@ -68,6 +83,23 @@ class _Composite(Route):
         self.start_specs = chain_specs(pre, self.inputs, f"{self._where}.pre")
         self._pre = Preprocessor(config.name, pre, list(self.start_specs), data_cache if config.data_cache else None)
         self._route_post: list[Op] = build_ops(config.post, f"{self._where}.post")
+        steps, outputs = self._build(config, infos, backend)
+        self.description = self._describe(outputs, steps)
+
+    @abstractmethod
+    def _build(
+        self, config: AnyComposite, infos: Mapping[str, ModelInfo], backend: TritonBackend
+    ) -> tuple[list[ModelStep], list[TensorSpec]]:
+        """The kind's steps, type-checked, and the route's outputs; sets ``self._available`` (tensors at the end)."""
+
+    def _side_by_side(
+        self, configs: Sequence[StepConfig], field: str, infos: Mapping[str, ModelInfo], backend: TritonBackend
+    ) -> list[ModelStep]:
+        """Steps that each read the working set as the pre ops leave it (parallel branches, progressive stages)."""
+        return [
+            ModelStep(s, infos, backend, dict(self.start_specs), f"{self._where}.{field}[{i}]", self.label)
+            for i, s in enumerate(configs)
+        ]
 
     def _describe(self, outputs: Sequence[TensorSpec], steps: Sequence[ModelStep]) -> RouteDescription:
         batch_limits = [s.max_batch_size for s in steps if s.max_batch_size > 0]

@@ -13,40 +13,29 @@ from collections.abc import Mapping
 import grpc
 
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
-from switchyard.proxy.cache import Cache
 from switchyard.proxy.errors import BackendError, DeadlineExceeded, GatewayError, status_of
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.routes.base import chain_specs
 from switchyard.proxy.routes.composite import _Composite
 from switchyard.proxy.routes.schema import ParallelRouteConfig
 from switchyard.proxy.routes.step import ModelStep, Specs, Tensors, _renamed
+from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 
 
-class ParallelRoute(_Composite):
-    kind = pb.ROUTE_KIND_PARALLEL
-    label = "branch"
-
-    def __init__(
-        self,
-        config: ParallelRouteConfig,
-        infos: Mapping[str, ModelInfo],
-        backend: TritonBackend,
-        data_cache: Cache | None,
-    ) -> None:
-        super().__init__(config, infos, backend, data_cache)
+class ParallelRoute(_Composite[ParallelRouteConfig], kind=pb.ROUTE_KIND_PARALLEL, label="branch"):
+    def _build(
+        self, config: ParallelRouteConfig, infos: Mapping[str, ModelInfo], backend: TritonBackend
+    ) -> tuple[list[ModelStep], list[TensorSpec]]:
         self.policy = config.policy
-        self.branches = [
-            ModelStep(b, infos, backend, dict(self.start_specs), f"{self._where}.branches[{i}]", self.label)
-            for i, b in enumerate(config.branches)
-        ]
+        self.branches = self._side_by_side(config.branches, "branches", infos, backend)
         merged: Specs = {}
         for branch in self.branches:
             for name in branch.produced:
                 merged[f"{branch.name}.{name}"] = branch.specs_after[name].renamed(f"{branch.name}.{name}")
         final = chain_specs(self._route_post, list(merged.values()), f"{self._where}.post")
         self._available = list(final)
-        self.description = self._describe(list(final.values()), self.branches)
+        return self.branches, list(final.values())
 
     async def infer(self, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:
         working = await self._start(request, ctx)

@@ -10,32 +10,21 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
-from switchyard.proxy.cache import Cache
 from switchyard.proxy.errors import BackendError, ConfigError, GatewayError
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.routes.base import chain_specs
 from switchyard.proxy.routes.composite import _Composite
 from switchyard.proxy.routes.schema import ProgressiveRouteConfig
 from switchyard.proxy.routes.step import ModelStep, Tensors
+from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 
 
-class ProgressiveRoute(_Composite):
-    kind = pb.ROUTE_KIND_PROGRESSIVE
-    label = "stage"
-
-    def __init__(
-        self,
-        config: ProgressiveRouteConfig,
-        infos: Mapping[str, ModelInfo],
-        backend: TritonBackend,
-        data_cache: Cache | None,
-    ) -> None:
-        super().__init__(config, infos, backend, data_cache)
-        self.stages = [
-            ModelStep(s, infos, backend, dict(self.start_specs), f"{self._where}.stages[{i}]", self.label)
-            for i, s in enumerate(config.stages)
-        ]
+class ProgressiveRoute(_Composite[ProgressiveRouteConfig], kind=pb.ROUTE_KIND_PROGRESSIVE, label="stage"):
+    def _build(
+        self, config: ProgressiveRouteConfig, infos: Mapping[str, ModelInfo], backend: TritonBackend
+    ) -> tuple[list[ModelStep], list[TensorSpec]]:
+        self.stages = self._side_by_side(config.stages, "stages", infos, backend)
         finals = []
         for i, stage in enumerate(self.stages):
             specs = {n: stage.specs_after[n] for n in stage.produced}
@@ -48,7 +37,7 @@ class ProgressiveRoute(_Composite):
                     f"{self.stages[i].name!r} gives {', '.join(map(str, specs.values()))}"
                 )
         self._available = list(finals[0])
-        self.description = self._describe(list(finals[0].values()), self.stages)
+        return self.stages, list(finals[0].values())
 
     async def infer(self, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:
         """The best answer: the last stage's, or the best earlier one if later stages failed."""

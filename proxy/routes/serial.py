@@ -5,28 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
-from switchyard.proxy.cache import Cache
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.routes.base import chain_specs
 from switchyard.proxy.routes.composite import _Composite
 from switchyard.proxy.routes.schema import SerialRouteConfig
 from switchyard.proxy.routes.step import ModelStep
+from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 
 
-class SerialRoute(_Composite):
-    kind = pb.ROUTE_KIND_SERIAL
-    label = "step"
-
-    def __init__(
-        self,
-        config: SerialRouteConfig,
-        infos: Mapping[str, ModelInfo],
-        backend: TritonBackend,
-        data_cache: Cache | None,
-    ) -> None:
-        super().__init__(config, infos, backend, data_cache)
+class SerialRoute(_Composite[SerialRouteConfig], kind=pb.ROUTE_KIND_SERIAL, label="step"):
+    def _build(
+        self, config: SerialRouteConfig, infos: Mapping[str, ModelInfo], backend: TritonBackend
+    ) -> tuple[list[ModelStep], list[TensorSpec]]:
         _reject_cycles(config, infos, self._where)
         available = dict(self.start_specs)
         self.steps: list[ModelStep] = []
@@ -46,7 +38,7 @@ class SerialRoute(_Composite):
         else:
             names = [n for n in final if n not in self.start_specs]
         self._available = list(final)
-        self.description = self._describe([final[n] for n in names], self.steps)
+        return self.steps, [final[n] for n in names]
 
     async def infer(self, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:
         working = await self._start(request, ctx)

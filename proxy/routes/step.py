@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from switchyard.proxy.backend.batching import MicroBatcher
 from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
@@ -204,7 +206,7 @@ class ModelStep:
             )
         )
         # Put every row's answer back in its place.
-        combined: dict[str, np.ndarray] = {}
+        combined: dict[str, npt.NDArray[Any]] = {}
         for rows, (outputs, _) in zip(groups.values(), answers, strict=True):
             for tensor in outputs:
                 part = to_numpy(tensor)
@@ -214,7 +216,7 @@ class ModelStep:
         refs = [ref for _, model_refs in answers for ref in model_refs]
         return [from_numpy(name, array) for name, array in combined.items()], refs
 
-    def _choose(self, selector: np.ndarray) -> np.ndarray:
+    def _choose(self, selector: npt.NDArray[Any]) -> npt.NDArray[Any]:
         select = self._select
         assert select is not None
         if select.models is not None:

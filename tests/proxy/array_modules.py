@@ -13,7 +13,7 @@ def _cupy() -> ModuleType | None:
         import cupy
 
         return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:  # noqa: BLE001 - no CuPy, no driver or no device: the CuPy cases skip
+    except Exception:
         return None
 
 

@@ -35,7 +35,7 @@ class ScriptedTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.script: list[grpc.StatusCode] = []
         self.infer_calls = 0
 
-    async def ModelInfer(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ModelInfer(self, request, context):  # type: ignore[no-untyped-def]
         self.infer_calls += 1
         code = self.script.pop(0) if self.script else grpc.StatusCode.OK
         if code is not grpc.StatusCode.OK:
@@ -45,10 +45,10 @@ class ScriptedTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
         reply.raw_output_contents.append(np.zeros((1, 1), np.int64).tobytes())
         return reply
 
-    async def ServerReady(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ServerReady(self, request, context):  # type: ignore[no-untyped-def]
         return service_pb2.ServerReadyResponse(ready=True)
 
-    async def ModelReady(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ModelReady(self, request, context):  # type: ignore[no-untyped-def]
         return service_pb2.ModelReadyResponse(ready=True)
 
 

@@ -212,9 +212,9 @@ async def test_memory_overwrite_recharges_bytes() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"max_bytes": 0}, "max_bytes must be an integer >= 1, got 0"),
+        ({"max_bytes": 0}, "max_bytes must be >= 1, got 0"),
         ({"max_bytes": 10, "ttl_s": 0}, "ttl_s must be > 0 or None, got 0"),
-        ({"max_bytes": 10, "max_entries": 0}, "max_entries must be an integer >= 1 or None, got 0"),
+        ({"max_bytes": 10, "max_entries": 0}, "max_entries must be > 0 or None, got 0"),
     ],
 )
 def test_memory_rejects_bad_parameters(kwargs: dict[str, Any], message: str) -> None:

@@ -69,3 +69,17 @@ def test_backend_status_mapping(backend: grpc.StatusCode, client: grpc.StatusCod
 )
 def test_parse_status_name(text: str, code: grpc.StatusCode) -> None:
     assert errors.parse_status_name(text) is code
+
+
+def test_status_of_carries_code_and_message() -> None:
+    status = errors.status_of(errors.InvalidInput("inputs[x]", "bad"))
+    assert (status.code, status.message) == (S.INVALID_ARGUMENT.value[0], "inputs[x]: bad")
+
+
+async def test_abort_with_ends_the_call_with_the_errors_status() -> None:
+    class Context:
+        async def abort(self, code: grpc.StatusCode, message: str) -> None:
+            raise RuntimeError(f"{code.name}: {message}")  # as grpc's abort does, it never returns
+
+    with pytest.raises(RuntimeError, match="^NOT_FOUND: route: no route named 'x'$"):
+        await errors.abort_with(Context(), errors.RouteNotFound("x"))  # type: ignore[arg-type]

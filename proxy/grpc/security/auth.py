@@ -88,9 +88,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method: str = handler_call_details.method
         handler = await continuation(handler_call_details)
         if handler is None or _service(method) in self._public:
@@ -109,19 +109,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _authorised(handler, method, key)
 
 
-def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+def _refusal(
+    handler: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler of the same kind that fails at once, without reading the request."""
     AUTH_REFUSED.labels(code.name).inc()
 
-    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(code, message)
 
     return _handler_like(handler, refuse, request_deserializer=None)
 
 
 def _handler_like(
-    handler: grpc.RpcMethodHandler, behaviour: Behaviour, *, request_deserializer: Any
-) -> grpc.RpcMethodHandler:
+    handler: grpc.RpcMethodHandler[Any, Any], behaviour: Behaviour, *, request_deserializer: Any
+) -> grpc.RpcMethodHandler[Any, Any]:
     serializer = handler.response_serializer
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(behaviour, request_deserializer, serializer)
@@ -145,7 +147,7 @@ def _route_of(method: str, request: Message) -> str | None:
     return str(value)
 
 
-async def _check(method: str, key: ApiKey, request: Any, context: grpc.aio.ServicerContext) -> None:
+async def _check(method: str, key: ApiKey, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     if not isinstance(request, Message):
         return  # bytes that did not parse: the handler refuses them (INVALID_ARGUMENT); they reach no route
     route = _route_of(method, request)
@@ -162,13 +164,14 @@ async def _check(method: str, key: ApiKey, request: Any, context: grpc.aio.Servi
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"API key {key.name!r} may not use route {route!r}")
 
 
-def _authorised(handler: grpc.RpcMethodHandler, method: str, key: ApiKey) -> grpc.RpcMethodHandler:
+def _authorised(handler: grpc.RpcMethodHandler[Any, Any], method: str, key: ApiKey) -> grpc.RpcMethodHandler[Any, Any]:
     """The handler with the route check before each request message (and ListRoutes filtered)."""
     deserializer = handler.request_deserializer
     if handler.request_streaming:
-        inner: Behaviour = handler.stream_stream if handler.response_streaming else handler.stream_unary
+        inner: Behaviour | None = handler.stream_stream if handler.response_streaming else handler.stream_unary
+        assert inner is not None
 
-        def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             async def gen() -> AsyncIterator[Any]:
                 async for request in requests:
                     await _check(method, key, request, context)
@@ -178,30 +181,32 @@ def _authorised(handler: grpc.RpcMethodHandler, method: str, key: ApiKey) -> grp
 
         if handler.response_streaming:
 
-            async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 async for message in _finish(inner(checked(requests, context), context)):
                     yield message
 
             return _handler_like(handler, stream_stream, request_deserializer=deserializer)
 
-        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             return await _call(inner, checked(requests, context), context)
 
         return _handler_like(handler, stream_unary, request_deserializer=deserializer)
 
     if handler.response_streaming:
-        unary_stream_inner: Behaviour = handler.unary_stream
+        unary_stream_inner: Behaviour | None = handler.unary_stream
+        assert unary_stream_inner is not None
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await _check(method, key, request, context)
             async for message in _finish(unary_stream_inner(request, context)):
                 yield message
 
         return _handler_like(handler, unary_stream, request_deserializer=deserializer)
 
-    unary_inner: Behaviour = handler.unary_unary
+    unary_inner: Behaviour | None = handler.unary_unary
+    assert unary_inner is not None
 
-    async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await _check(method, key, request, context)
         response = await _call(unary_inner, request, context)
         if method == LIST_ROUTES and response is not None and not key.all_routes:

@@ -12,16 +12,19 @@ import hashlib
 import hmac
 import os
 import re
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.settings import GatewaySettings
+
+Metadata = Sequence[tuple[str, str | bytes]]
+"""gRPC metadata as a call receives it."""
 
 API_KEYS_ENV = "SWITCHYARD_API_KEYS"
 
@@ -194,7 +197,7 @@ def load_key_store(settings: GatewaySettings, environ: Mapping[str, str] | None 
     return KeyStore(keys)
 
 
-def _credential(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+def _credential(metadata: Metadata | None) -> str | None:
     """The presented key: ``authorization: Bearer <key>`` first, else ``x-api-key``."""
     bearer = api_key = None
     for name, value in metadata or ():
@@ -209,7 +212,7 @@ def _credential(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | Non
     return bearer if bearer is not None else api_key
 
 
-def caller(keys: KeyStore | None, metadata: Sequence[tuple[str, str | bytes]] | None) -> ApiKey | None:
+def caller(keys: KeyStore | None, metadata: Metadata | None) -> ApiKey | None:
     """The API key a call presents (None without keys, or without a valid key: the interceptor refused those)."""
     if keys is None:
         return None
