@@ -5,7 +5,10 @@ use and publishes:
 
 * ``route/<name>`` — SERVING while all of the route's models are ready;
 * ``switchyard.v1.Gateway`` and ``""`` (the whole server) — SERVING while
-  every route is.
+  every route is: the gateway's *readiness* (a load balancer sends it calls);
+* ``liveness`` — SERVING from start until shutdown, whatever Triton does: the
+  process serves (a liveness probe that fails restarts it, which would not
+  bring a dead Triton back).
 
 A backend call that fails with UNAVAILABLE marks the routes of that model
 NOT_SERVING at once (``mark_backend_down``) rather than at the next poll.
@@ -36,6 +39,10 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+LIVENESS_SERVICE = "liveness"
+"""Health name that is SERVING while the process serves (Kubernetes' liveness probe)."""
+
+
 def route_service(name: str) -> str:
     """Health service name of a route."""
     return f"route/{name}"
@@ -53,6 +60,7 @@ class HealthMonitor:
 
     async def start(self) -> None:
         self._backend.breaker.add_listener(self._on_circuit)
+        await self.servicer.set(LIVENESS_SERVICE, SERVING)
         await self.refresh()
         self._task = asyncio.create_task(self._poll(), name="health-poll")
 

@@ -52,6 +52,7 @@ def test_triton_killed_then_back(own_triton: LocalTriton) -> None:
     try:
         assert stub.Infer(REQUEST, timeout=10).outputs
         assert _health(channel, "") == health_pb2.HealthCheckResponse.SERVING
+        assert _health(channel, "liveness") == health_pb2.HealthCheckResponse.SERVING
 
         own_triton.kill()
         deadline = 2.0
@@ -64,6 +65,8 @@ def test_triton_killed_then_back(own_triton: LocalTriton) -> None:
             assert elapsed < deadline, f"UNAVAILABLE took {elapsed:.2f} s, the deadline was {deadline} s"
         wait_for(lambda: _health(channel, "") == health_pb2.HealthCheckResponse.NOT_SERVING, 5)
         assert _health(channel, "route/digits") == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Not ready, but alive: restarting the gateway would not bring Triton back.
+        assert _health(channel, "liveness") == health_pb2.HealthCheckResponse.SERVING
 
         own_triton.start_sync()
 
