@@ -46,7 +46,7 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def start_gateway(triton_url: str | None) -> tuple[subprocess.Popen[str], str]:
+def start_gateway(triton_url: str | None, log: Path | None = None) -> tuple[subprocess.Popen[str], str]:
     exe = os.path.join(sys.exec_prefix, "bin", "switchyard")
     cmd = [exe, "serve", "--host", "127.0.0.1", "--port", "0", "--no-metrics"]
     if triton_url:
@@ -59,11 +59,22 @@ def start_gateway(triton_url: str | None) -> tuple[subprocess.Popen[str], str]:
         if not line:
             break
         if match := re.search(r"serving on [\d.]+:(\d+)", line):
-            # Keep reading its output so the pipe never fills.
-            threading.Thread(target=lambda: [None for _ in proc.stdout or ()], daemon=True).start()
+            # Keep reading its output so the pipe never fills (into --log when given).
+            threading.Thread(target=_drain, args=(proc, log), daemon=True).start()
             return proc, f"127.0.0.1:{match.group(1)}"
     proc.kill()
     raise SystemExit("soak: the gateway did not start")
+
+
+def _drain(proc: subprocess.Popen[str], log: Path | None) -> None:
+    if log is None:
+        for _ in proc.stdout or ():
+            pass
+        return
+    with log.open("a") as out:
+        for line in proc.stdout or ():
+            out.write(line)
+            out.flush()
 
 
 class Load:
@@ -129,13 +140,14 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=20.0, help="seconds before the RSS baseline is taken")
     p.add_argument("--cancel-share", type=float, default=0.15)
     p.add_argument("--short-deadline-share", type=float, default=0.15)
+    p.add_argument("--log", type=Path, help="append the started gateway's output to this file")
     args = p.parse_args()
 
     proc = None
     if args.target:
         target, pid = args.target, args.pid
     else:
-        proc, target = start_gateway(args.triton_url)
+        proc, target = start_gateway(args.triton_url, args.log)
         pid = proc.pid
     load = Load(target, args.threads, args.cancel_share, args.short_deadline_share)
     started = time.monotonic()

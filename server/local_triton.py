@@ -36,7 +36,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from switchyard.server.processes import die_with_parent_hook, free_port, live_group_members, port_in_use
+from switchyard.server.processes import dying_with_parent, free_port, live_group_members, port_in_use
 
 log = logging.getLogger(__name__)
 
@@ -276,14 +276,13 @@ class LocalTriton:
         with open(self.log_path, "ab") as log:
             self._log_offset = log.tell()
             self._process = subprocess.Popen(
-                self.command(),
+                dying_with_parent(self.command()),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
                 cwd=self.work_dir,
                 start_new_session=True,  # own process group: stop() signals Triton and its stubs together
-                preexec_fn=die_with_parent_hook(),
             )
         self._group_gone = False
 

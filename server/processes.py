@@ -6,14 +6,11 @@ Shared by the local Triton (``server.local_triton``) and the gateway workers
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
+import shutil
 import socket
 import sys
-from collections.abc import Callable
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+from collections.abc import Sequence
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,16 +61,19 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
-def die_with_parent_hook() -> Callable[[], None] | None:
-    """Return a ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork, not in the child
-    parent = os.getpid()
+def dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that Linux sends it SIGTERM when the thread that starts it dies (``setpriv --pdeathsig``).
 
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
+    A killed gateway must not leave its Triton or its workers behind. The
+    parent-death signal is set by ``setpriv`` (util-linux) right before it
+    execs ``argv``, rather than by a ``preexec_fn``: Python code between fork
+    and exec forces a plain fork(), whose gRPC fork handlers crashed the child
+    when the gateway's gRPC threads were busy; without it CPython spawns with
+    vfork and no handler runs. Where setpriv is missing, ``argv`` is returned
+    as it is (the child then outlives a parent killed by SIGKILL). A parent
+    killed in the moment between the spawn and setpriv's prctl is not seen.
+    """
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is None:
+        return list(argv)
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]

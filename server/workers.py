@@ -54,7 +54,7 @@ from prometheus_client.metrics_core import Metric
 from switchyard.models import BUNDLED_ROUTES
 from switchyard.proxy.gateway import PortInUse
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.processes import die_with_parent_hook
+from switchyard.server.processes import dying_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -233,18 +233,14 @@ class WorkerPool:
         assert self._metrics_dir is not None
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "switchyard.server.workers",
-            "--index",
-            str(worker.index),
-            "--log-level",
-            self._log_level,
+            *dying_with_parent(
+                [sys.executable, "-m", "switchyard.server.workers", "--index", str(worker.index)]
+                + ["--log-level", self._log_level]
+            ),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
             start_new_session=True,  # the supervisor alone decides when a worker stops, not the terminal's ^C
-            preexec_fn=die_with_parent_hook(),
         )
         worker.process = process
         assert process.stdin is not None and process.stdout is not None

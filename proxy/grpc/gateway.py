@@ -33,6 +33,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
 
     async def Infer(self, request: pb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.InferResponse:
         answer = await self._plane.infer(request, context.time_remaining())
+        _unless_caller_gone(context)
         if answer.error is not None:
             await abort_with(context, answer.error)
         if answer.timing:
@@ -45,6 +46,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[pb.ProgressiveResponse]:
         """A progressive route's answers, stage by stage; other kinds answer once, final."""
         async for item in self._plane.progressive(request, context.time_remaining()):
+            _unless_caller_gone(context)
             if isinstance(item, GatewayError):
                 await abort_with(context, item)
             if item.timing:
@@ -112,3 +114,18 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+
+def _unless_caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Ends the handler without an answer once the caller's deadline has passed: nobody listens any more.
+
+    The caller has already seen DEADLINE_EXCEEDED from its own side. Sending
+    an answer or a status on a call whose deadline has passed fails inside
+    grpcio, which then logs an ExecuteBatchError traceback and leaks the
+    native operation array of that batch (grpc/grpc#43360). Raising
+    CancelledError is how grpcio's asyncio server expects a handler to stop
+    on a call that was cancelled under it: nothing is sent, nothing logged.
+    """
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise asyncio.CancelledError

@@ -185,7 +185,7 @@ def _calls(output: str) -> list[Call]:
 
 
 def test_rolling_restart_under_load_fails_no_call(local_triton) -> None:  # type: ignore[no-untyped-def]
-    from .test_overload import StallingForwarder
+    from .links import StallingForwarder
 
     link = StallingForwarder(local_triton.grpc_url, delay_s=LINK_DELAY_S)
     extra = ("--grace-s", str(GRACE_S))
