@@ -21,8 +21,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from switchyard.proxy.backend.pool import TritonPool
 from switchyard.proxy.backend.shared_memory import SharedMemoryPool
-from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
 from switchyard.proxy.grpc.gateway import GatewayService
 from switchyard.proxy.grpc.handlers import GATEWAY, GATEWAY_SERVICE, JOBS, JOBS_SERVICE, add_service
@@ -80,7 +80,7 @@ class Gateway:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
-        self._backend: TritonBackend | None = None
+        self._backend: TritonPool | None = None
         self._health: HealthMonitor | None = None
         self.routes: RouteTable | None = None
         self._cache: Cache | None = None
@@ -92,16 +92,13 @@ class Gateway:
         """Starts serving; returns the bound gRPC port."""
         s = self.settings
         security = load_security(s)  # TLS files and API keys: a bad one fails here, before anything starts
-        shared_memory = None
-        if s.triton_shared_memory == "system" and _shm_room(s.triton_shm_slots * s.triton_shm_slot_bytes):
-            shared_memory = SharedMemoryPool(
-                slots=s.triton_shm_slots,
-                slot_bytes=s.triton_shm_slot_bytes,
-                threshold_bytes=s.triton_shm_threshold_bytes,
-                quarantine_s=s.triton_shm_quarantine_s,
-                label=s.triton_url,
-            )
-        self._backend = TritonBackend(s.triton_url, max_message_bytes=s.max_message_bytes, shared_memory=shared_memory)
+        self._backend = TritonPool(
+            s.triton_url,
+            max_message_bytes=s.max_message_bytes,
+            shared_memory=self._shared_memory if s.triton_shared_memory == "system" else None,
+            dns_refresh_s=s.triton_dns_refresh_s,
+        )
+        await self._backend.start()
         models = sorted({m for r in self._routes_config.routes for m in r.models()})
         log.info("waiting for models in Triton at %s: %s", s.triton_url, ", ".join(models))
         await self._backend.wait_models_ready(models, timeout_s=s.backend_ready_timeout_s)
@@ -166,6 +163,19 @@ class Gateway:
         )
         log.info("gateway port security: %s", security.describe())
         return port
+
+    def _shared_memory(self, endpoint: str) -> SharedMemoryPool | None:
+        """Shared-memory slots for a Triton endpoint on this host, when /dev/shm has room for them."""
+        s = self.settings
+        if not _shm_room(s.triton_shm_slots * s.triton_shm_slot_bytes):
+            return None
+        return SharedMemoryPool(
+            slots=s.triton_shm_slots,
+            slot_bytes=s.triton_shm_slot_bytes,
+            threshold_bytes=s.triton_shm_threshold_bytes,
+            quarantine_s=s.triton_shm_quarantine_s,
+            label=endpoint,
+        )
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from switchyard.proxy.backend.endpoints import parse_endpoints
+
 DEFAULT_PORT = 8500
 DEFAULT_METRICS_PORT = 8502
 
@@ -37,7 +39,15 @@ class GatewaySettings(BaseSettings):
     metrics_port: int | None = Field(
         DEFAULT_METRICS_PORT, ge=0, le=65535, description="Prometheus port; unset disables the endpoint."
     )
-    triton_url: str = Field("127.0.0.1:8001", description="Triton's gRPC address (host:port).")
+    triton_url: str = Field(
+        "127.0.0.1:8001",
+        description="Triton's gRPC address (host:port); several, comma-separated, make a pool with failover "
+        "(a:8001,b:8001); dns:///name:port resolves name to one endpoint per address, again every "
+        "triton_dns_refresh_s (a Kubernetes headless Service).",
+    )
+    triton_dns_refresh_s: float = Field(
+        5.0, gt=0, description="How often a dns:/// triton_url is resolved again (endpoints join and leave)."
+    )
     routes_file: Path | None = Field(None, description="Routes file (TOML); unset uses the bundled default routes.")
     triton_shared_memory: Literal["off", "system"] = Field(
         "off",
@@ -93,6 +103,14 @@ class GatewaySettings(BaseSettings):
         le=64,
         description="Gateway processes sharing the gRPC port (SO_REUSEPORT) under `switchyard serve`; "
         "each has its own event loop, backend channel and micro-batcher.",
+    )
+    worker_max_rss_mb: int | None = Field(
+        1024,
+        ge=64,
+        description="Under `switchyard serve`: a gateway worker whose resident memory passes this many MiB is "
+        "replaced by a fresh one with no call failed (the new one serves before the old one drains). It bounds "
+        "what grpcio leaks under cancelled and expired calls (grpc/grpc#43360); unset: never replaced, and "
+        "with workers = 1 the gateway then runs in the serve process itself.",
     )
     cache_backend: Literal["memory", "redis"] = Field(
         "memory",
@@ -168,10 +186,8 @@ class GatewaySettings(BaseSettings):
 
     @field_validator("triton_url")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"triton_url must be host:port, got {value!r}")
+    def _endpoints(cls, value: str) -> str:
+        parse_endpoints(value)  # raises ValueError naming the item that is wrong
         return value
 
     @model_validator(mode="after")

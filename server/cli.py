@@ -104,7 +104,7 @@ async def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     routes = load_routes(settings.routes_file or BUNDLED_ROUTES)
     load_security(settings)  # bad TLS or API key files fail here, before Triton starts
-    triton = None
+    tritons: list[LocalTriton] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,29 +112,35 @@ async def serve(args: argparse.Namespace) -> int:
     gateway: Gateway | WorkerPool | None = None
     supervisors: list[asyncio.Task[None]] = []
     try:
-        if not args.triton_url:
+        if "triton_url" not in settings.model_fields_set:  # neither --triton-url nor SWITCHYARD_TRITON_URL
             # A repository named on the command line is the user's: used as it
             # is. The default one is ours: built, and rebuilt when stale.
             repository = args.model_repository or ensure_model_repository(default_model_repository())
-            triton = LocalTriton(repository, grpc_port=args.triton_grpc_port)
-            log.info("starting local Triton (model repository %s)", repository)
-            await triton.start()
-            await triton.wait_ready(settings.backend_ready_timeout_s)
-            update: dict[str, Any] = {"triton_url": triton.grpc_url}
+            first_port = args.triton_grpc_port
+            tritons = [
+                LocalTriton(repository, grpc_port=first_port + i if first_port else 0)
+                for i in range(args.triton_replicas)
+            ]
+            log.info("starting %d local Triton(s) (model repository %s)", len(tritons), repository)
+            for triton in tritons:
+                await triton.start()
+            await asyncio.gather(*(t.wait_ready(settings.backend_ready_timeout_s) for t in tritons))
+            update: dict[str, Any] = {"triton_url": ",".join(t.grpc_url for t in tritons)}
             if "triton_shared_memory" not in settings.model_fields_set:
                 # Our own Triton runs on this host: large inputs go through shared
                 # memory unless the flag or SWITCHYARD_TRITON_SHARED_MEMORY says otherwise.
                 update["triton_shared_memory"] = "system"
             settings = settings.model_copy(update=update)
-        if settings.workers > 1:
-            # Worker processes share the port (SO_REUSEPORT); this process supervises them.
+        if settings.workers > 1 or settings.worker_max_rss_mb:
+            # Worker processes share the port (SO_REUSEPORT); this process supervises them, and replaces
+            # one that dies or grows past worker_max_rss_mb.
             gateway = WorkerPool(settings, settings.workers, log_level=args.log_level)
         else:
             gateway = Gateway(settings, routes)
         port = await gateway.start()
         print(f"switchyard: serving on {settings.host}:{port}", flush=True)
-        if triton is not None:
-            # Restarts the local Triton when it dies; if it gives up, serve stops and exits 1.
+        for triton in tritons:
+            # Restarts a local Triton when it dies; if it gives up, serve stops and exits 1.
             supervisors.append(asyncio.create_task(triton.supervise(ready_timeout_s=settings.backend_ready_timeout_s)))
         if isinstance(gateway, WorkerPool):
             supervisors.append(asyncio.create_task(gateway.supervise()))  # restarts dead workers
@@ -153,8 +159,7 @@ async def serve(args: argparse.Namespace) -> int:
             await asyncio.wait(supervisors)
         if gateway is not None:
             await gateway.stop()
-        if triton is not None:
-            await triton.stop()
+        await asyncio.gather(*(t.stop() for t in tritons))
         log.info("stopped")
 
 
@@ -176,7 +181,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     """Adds ``serve`` and ``models`` to the ``switchyard`` command (``switchyard.client.cli`` adds ``batch``)."""
     s = sub.add_parser("serve", help="serve the gateway (starts a local Triton unless --triton-url is given)")
     s.add_argument("--config", dest="routes_file", type=Path, help="routes file (TOML); default: the bundled routes")
-    s.add_argument("--triton-url", help="use this Triton (host:port of its gRPC endpoint) instead of a local one")
+    s.add_argument(
+        "--triton-url",
+        help="use this Triton (host:port of its gRPC endpoint; several comma-separated, or dns:///name:port) "
+        "instead of a local one; also SWITCHYARD_TRITON_URL",
+    )
     s.add_argument("--host", help="address to bind (default 0.0.0.0)")
     s.add_argument("--port", type=int, help=f"gRPC port (default {DEFAULT_PORT}; 0 picks one)")
     s.add_argument("--metrics-host", help="address of the metrics endpoint (default 127.0.0.1)")
@@ -209,7 +218,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="use this model repository as it is "
         "(default: the bundled models, built into the user cache when missing or stale)",
     )
-    s.add_argument("--triton-grpc-port", type=int, default=0, help="gRPC port of the local Triton (default: any free)")
+    s.add_argument(
+        "--triton-grpc-port",
+        type=int,
+        default=0,
+        help="gRPC port of the local Triton (the next ones for --triton-replicas; default: any free)",
+    )
+    s.add_argument(
+        "--triton-replicas",
+        type=_at_least_one,
+        default=1,
+        help="local Tritons to start and supervise, all in one pool behind the gateway (default 1; "
+        "one per GPU on a GPU host): a call fails over when one dies",
+    )
     s.add_argument(
         "--triton-shared-memory",
         choices=("off", "system"),
@@ -236,6 +257,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     b = msub.add_parser("build", help="train the bundled models and write the Triton model repository")
     b.add_argument("--out", type=Path, help="where to write it (default: the user cache)")
     b.set_defaults(func=lambda a: run_command(lambda: build_models(a)))
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def run_command(command: Callable[[], int]) -> int:

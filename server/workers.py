@@ -28,6 +28,13 @@ Triton first, as it could not do so itself); after repeated quick failures the s
 worker, which drains its calls within the grace period like a single
 gateway; a worker still running ten seconds after that is killed.
 
+A worker whose resident memory passes ``worker_max_rss_mb`` is replaced while
+alive: a new worker is started on the port first, then the old one drains
+like on SIGTERM, so no call fails. This contains what grpcio leaks per
+cancelled or expired call (grpc/grpc#43360; the gateway avoids the worst of
+it, see ``proxy.backend.triton.finished``, but some remains): memory follows
+a bounded sawtooth instead of growing until the kernel kills the process.
+
 What this module does not do: start Triton (``serve`` does, once, for all
 workers) or balance load beyond the kernel's hash of new connections.
 """
@@ -48,10 +55,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import ProcessCollector
+from prometheus_client import Counter, ProcessCollector
 from prometheus_client.metrics_core import Metric
 
 from switchyard.models import BUNDLED_ROUTES
+from switchyard.proxy.backend.endpoints import DNS_PREFIX, is_local, parse_endpoints
 from switchyard.proxy.gateway import PortInUse
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.processes import dying_with_parent
@@ -63,6 +71,25 @@ READY = "switchyard-worker: ready"
 
 # Beyond the grace period, how long a worker may take to exit on SIGTERM before it is killed.
 _EXIT_SLACK_S = 10.0
+
+
+WORKER_RECYCLES = Counter(
+    "switchyard_worker_recycles",
+    "Gateway workers replaced while alive (a new one serves before the old one drains), by reason.",
+    ["reason"],
+)
+
+
+def resident_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 class WorkersGaveUp(RuntimeError):
@@ -156,6 +183,7 @@ class WorkerPool:
         max_backoff_s: float = 30.0,
         quick_failure_s: float = 60.0,
         max_quick_failures: int = 5,
+        memory_check_s: float = 5.0,
     ) -> None:
         if count < 1:
             raise ValueError(f"workers must be at least 1, got {count}")
@@ -168,6 +196,7 @@ class WorkerPool:
         self._max_backoff_s = max_backoff_s
         self._quick_failure_s = quick_failure_s
         self._max_quick_failures = max_quick_failures
+        self._memory_check_s = memory_check_s
         self._workers = [_Worker(i) for i in range(count)]
         self._reservation: socket.socket | None = None
         self._metrics_dir: str | None = None
@@ -219,6 +248,7 @@ class WorkerPool:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self._metrics_dir)
         registry.register(WorkerProcessCollector(self._live_workers))
+        registry.register(WORKER_RECYCLES)
         try:
             return start_metrics_server(host, port, registry)
         except OSError as exc:
@@ -270,15 +300,76 @@ class WorkerPool:
     # -- supervising ------------------------------------------------------------
 
     async def supervise(self) -> None:
-        """Restarts any worker that exits until ``stop()``; raises ``WorkersGaveUp`` after repeated quick failures."""
-        await asyncio.gather(*(self._supervise(w) for w in self._workers))
+        """Restarts any worker that exits until ``stop()``; raises ``WorkersGaveUp`` after repeated quick failures.
+
+        With ``worker_max_rss_mb`` set, also replaces a worker whose resident
+        memory passes it (see :meth:`_recycle`).
+        """
+        watchers = [self._supervise(w) for w in self._workers]
+        if self.settings.worker_max_rss_mb:
+            watchers.append(self._watch_memory(self.settings.worker_max_rss_mb * 2**20))
+        await asyncio.gather(*watchers)
+
+    async def _watch_memory(self, limit_bytes: int) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self._memory_check_s)
+            for worker in self._workers:
+                process = worker.process
+                if process is None or process.returncode is not None or self._stopping:
+                    continue
+                rss = resident_bytes(process.pid)
+                if rss > limit_bytes:
+                    log.warning(
+                        "gateway worker %d (pid %d) holds %d MiB, over worker_max_rss_mb %d: replacing it",
+                        worker.index,
+                        process.pid,
+                        rss >> 20,
+                        limit_bytes >> 20,
+                    )
+                    await self._recycle(worker, "memory")
+
+    async def _recycle(self, worker: _Worker, reason: str) -> None:
+        """Replaces a live worker without failing a call: the new one serves on the port before the old one drains.
+
+        Both bind the port with SO_REUSEPORT, so the kernel sends new
+        connections to either while they overlap; then the old one gets SIGTERM
+        and, as on shutdown, finishes its calls within the grace period while
+        its clients reconnect to the new one.
+        """
+        old = worker.process
+        assert old is not None
+        old_forwarder = worker.forwarder
+        try:
+            await self._start_worker(worker)
+        except WorkerStartFailed as exc:
+            log.error("could not replace gateway worker %d: %s; it keeps serving", worker.index, exc)
+            worker.process, worker.forwarder = old, old_forwarder
+            return
+        WORKER_RECYCLES.labels(reason).inc()
+        with contextlib.suppress(ProcessLookupError):
+            old.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(old.wait(), self.settings.grace_s + _EXIT_SLACK_S)
+        except TimeoutError:
+            log.warning("replaced gateway worker %d (pid %d) did not stop in time: killing it", worker.index, old.pid)
+            with contextlib.suppress(ProcessLookupError):
+                old.kill()
+            await old.wait()
+        if old_forwarder is not None:
+            await asyncio.gather(old_forwarder, return_exceptions=True)
+        await self._bury_pid(old.pid)
+        new = worker.process
+        log.info("gateway worker %d replaced: pid %d -> %s", worker.index, old.pid, new.pid if new else "none")
 
     async def _supervise(self, worker: _Worker) -> None:
         while not self._stopping:
-            assert worker.process is not None
-            status = await worker.process.wait()
+            process = worker.process
+            assert process is not None
+            status = await process.wait()
             if self._stopping:
                 return
+            if process is not worker.process:
+                continue  # replaced on purpose (_recycle); watch its successor
             await self._bury(worker)
             lived = time.monotonic() - worker.ready_since
             worker.quick_failures = worker.quick_failures + 1 if lived < self._quick_failure_s else 0
@@ -307,40 +398,28 @@ class WorkerPool:
                 break
 
     async def _bury(self, worker: _Worker) -> None:
+        if worker.process is not None:
+            await self._bury_pid(worker.process.pid)
+
+    async def _bury_pid(self, pid: int) -> None:
         """What a dead worker leaves: its live gauges leave the sums (its counters stay counted), its shared memory
         leaves Triton."""
-        if worker.process is None:
-            return
         if self._metrics_dir is not None:
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(worker.process.pid, self._metrics_dir)
-        await self._release_shared_memory(worker.process.pid)
+            multiprocess.mark_process_dead(pid, self._metrics_dir)
+        await self._release_shared_memory(pid)
 
     async def _release_shared_memory(self, pid: int) -> None:
-        """Unregisters from Triton the shared-memory regions of a dead worker (named ``switchyard_<pid>_...``).
+        """Unregisters from each local Triton the shared-memory regions of a dead worker (``switchyard_<pid>_...``).
 
         A worker that exits cleanly unregisters its own; one that was killed
         cannot, and Triton would keep the region mapped until it restarts.
         """
         if self.settings.triton_shared_memory != "system":
             return
-        import grpc
-        from tritonclient.grpc import service_pb2, service_pb2_grpc
-
-        prefix = f"switchyard_{pid}_"
-        try:
-            async with grpc.aio.insecure_channel(self.settings.triton_url) as channel:
-                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-                status = await stub.SystemSharedMemoryStatus(service_pb2.SystemSharedMemoryStatusRequest(), timeout=5)
-                for name in status.regions:
-                    if name.startswith(prefix):
-                        request = service_pb2.SystemSharedMemoryUnregisterRequest(name=name)
-                        await stub.SystemSharedMemoryUnregister(request, timeout=5)
-                        log.info("unregistered shared-memory region %s of dead worker (pid %d) from Triton", name, pid)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("could not unregister the shared memory of dead worker (pid %d) from Triton: %s %s",
-                        pid, exc.code().name, exc.details())  # fmt: skip
+        endpoints = [e for e in parse_endpoints(self.settings.triton_url) if not e.startswith(DNS_PREFIX)]
+        await asyncio.gather(*(_unregister_regions(e, f"switchyard_{pid}_") for e in endpoints if is_local(e)))
 
     # -- stopping ---------------------------------------------------------------
 
@@ -374,6 +453,24 @@ class WorkerPool:
         if self._metrics_dir is not None:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
             self._metrics_dir = None
+
+
+async def _unregister_regions(endpoint: str, prefix: str) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    try:
+        async with grpc.aio.insecure_channel(endpoint) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            status = await stub.SystemSharedMemoryStatus(service_pb2.SystemSharedMemoryStatusRequest(), timeout=5)
+            for name in status.regions:
+                if name.startswith(prefix):
+                    request = service_pb2.SystemSharedMemoryUnregisterRequest(name=name)
+                    await stub.SystemSharedMemoryUnregister(request, timeout=5)
+                    log.info("unregistered shared-memory region %s of a dead worker from Triton at %s", name, endpoint)
+    except grpc.aio.AioRpcError as exc:
+        log.warning("could not unregister the shared memory of a dead worker from Triton at %s: %s %s",
+                    endpoint, exc.code().name, exc.details())  # fmt: skip
 
 
 async def _forward(stream: asyncio.StreamReader) -> None:

@@ -51,34 +51,17 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import grpc
 
 from switchyard.proxy import errors
-from switchyard.proxy.backend.triton import InferResult
+from switchyard.proxy.backend.triton import InferBackend, InferResult
 from switchyard.proxy.checks import at_least
 from switchyard.v1 import gateway_pb2 as pb
 
 _LEN = struct.Struct("<I")
 
 BatchKey = tuple[str, tuple[tuple[str, str, tuple[int, ...]], ...], tuple[str, ...]]
-
-
-class InferBackend(Protocol):
-    """What the batcher needs of :class:`~switchyard.proxy.backend.triton.TritonBackend`."""
-
-    async def infer(
-        self,
-        model: str,
-        version: str,
-        inputs: Sequence[pb.Tensor],
-        outputs: Sequence[str],
-        *,
-        timeout_s: float,
-        request_id: str = "",
-        idempotent: bool = True,
-    ) -> InferResult: ...
 
 
 @dataclass

@@ -18,7 +18,7 @@ States:
 
 The breaker itself never touches the network and is not thread-safe: it
 lives on one event loop, as the backend does. State changes are logged, set
-the ``switchyard_backend_circuit_open{backend}`` gauge and call the listeners
+the ``switchyard_backend_circuit_open{endpoint}`` gauge and call the listeners
 (the health monitor re-checks at once).
 """
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 CIRCUIT_OPEN = Gauge(
     "switchyard_backend_circuit_open",
     "1 while the circuit breaker to the backend is open or half-open (calls fail fast), 0 while closed.",
-    ["backend"],
+    ["endpoint"],
     multiprocess_mode="livemax",
 )
 

@@ -8,8 +8,8 @@ spends one token. Over any stretch of time, retries are therefore at most
 multiply the load on the backend, however many calls fail.
 
 Retries sent and retries not sent (and why) are counted in
-``switchyard_backend_retries_total{backend}`` and
-``switchyard_backend_retries_skipped_total{backend,reason}``.
+``switchyard_backend_retries_total{endpoint}`` and
+``switchyard_backend_retries_skipped_total{endpoint,reason}``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ from switchyard.proxy.checks import at_least
 
 RETRIES = Counter(
     "switchyard_backend_retries",
-    "Backend calls sent again after UNAVAILABLE, by backend.",
-    ["backend"],
+    "Backend calls sent again after UNAVAILABLE, by endpoint (host:port).",
+    ["endpoint"],
 )
 RETRIES_SKIPPED = Counter(
     "switchyard_backend_retries_skipped",
-    "Backend calls that failed with UNAVAILABLE and were not retried, by backend and reason "
+    "Backend calls that failed with UNAVAILABLE and were not retried, by endpoint and reason "
     "(budget: retry budget spent; deadline: too little time left; circuit: circuit open; "
-    "unsafe: the request may have reached a non-idempotent route's model; attempts: already retried).",
-    ["backend", "reason"],
+    "unsafe: the request may have reached a non-idempotent route's model; attempts: already retried; "
+    "pool: left to the pool, which sends it to another endpoint).",
+    ["endpoint", "reason"],
 )
 
 

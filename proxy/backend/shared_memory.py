@@ -35,14 +35,14 @@ from switchyard.proxy.checks import at_least
 
 SHM_INPUTS = Counter(
     "switchyard_backend_shm_inputs",
-    "Large input tensors sent to Triton, by backend and way (shm: through a shared-memory slot; "
+    "Large input tensors sent to Triton, by endpoint and way (shm: through a shared-memory slot; "
     "bytes_exhausted: no free slot; bytes_too_large: larger than a slot; bytes_unregistered: region not registered).",
-    ["backend", "way"],
+    ["endpoint", "way"],
 )
 SHM_QUARANTINED = Gauge(
     "switchyard_backend_shm_quarantined_slots",
     "Shared-memory slots kept out of use because Triton may still read them (a call ended without its answer).",
-    ["backend"],
+    ["endpoint"],
     multiprocess_mode="livesum",
 )
 

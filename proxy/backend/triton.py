@@ -43,9 +43,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
+from prometheus_client import Counter, Gauge
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from switchyard.proxy import errors
@@ -95,6 +96,21 @@ _ANSWERED = frozenset(
 
 DEADLINE_MARGIN_S = 1.0
 """How much longer than the caller's deadline a backend call's own gRPC timeout runs (see ``infer``)."""
+
+LATENCY_HALF_LIFE_S = 2.0
+"""How fast an endpoint's remembered latency fades without new answers (see ``TritonBackend.cost``)."""
+
+BACKEND_REQUESTS = Counter(
+    "switchyard_backend_requests",
+    "Inference calls sent to a Triton endpoint, by endpoint (host:port) and the status the gateway made of them.",
+    ["endpoint", "code"],
+)
+BACKEND_INFLIGHT = Gauge(
+    "switchyard_backend_inflight_requests",
+    "Inference calls in flight to a Triton endpoint, by endpoint.",
+    ["endpoint"],
+    multiprocess_mode="livesum",
+)
 
 RECONNECT_BACKOFF_MS = (50, 100)
 """The backend channel's reconnect backoff (initial, max): a connection attempt to a
@@ -196,6 +212,24 @@ class InferResult:
     outputs: list[pb.Tensor]
 
 
+class InferBackend(Protocol):
+    """What routes and the micro-batcher call: one Triton (:class:`TritonBackend`) or a pool of them."""
+
+    async def infer(
+        self,
+        model: str,
+        version: str,
+        inputs: Sequence[pb.Tensor],
+        outputs: Sequence[str],
+        *,
+        timeout_s: float,
+        request_id: str = "",
+        idempotent: bool = True,
+    ) -> InferResult: ...
+
+    async def model_info(self, name: str, *, timeout_s: float) -> ModelInfo: ...
+
+
 class TritonBackend:
     """Async client of one Triton server. Create it inside the running event loop."""
 
@@ -222,6 +256,31 @@ class TritonBackend:
         self.shared_memory = shared_memory
         self._shm_lock = asyncio.Lock()
         self._shm_retry_at = 0.0
+        self.outstanding = 0
+        """Inference calls of this process on this endpoint now."""
+        self._latency_s = 0.0
+        self._latency_at = 0.0
+        self._inflight = BACKEND_INFLIGHT.labels(url)
+        self._answers: dict[str, Counter] = {}
+
+    def cost(self, now: float) -> float:
+        """What sending one more call here is expected to cost: (calls outstanding + 1) x typical latency.
+
+        The latency is a moving average of answered calls (weight 1/8 for the
+        newest) that halves every ``LATENCY_HALF_LIFE_S`` without a new answer,
+        so an endpoint that was slow and got no calls is tried again before
+        long. A pool sends each call where this is least.
+        """
+        age = now - self._latency_at
+        latency = self._latency_s * 0.5 ** (age / LATENCY_HALF_LIFE_S) if age > 0 else self._latency_s
+        return (self.outstanding + 1) * max(latency, 1e-5)
+
+    def _observe(self, elapsed_s: float) -> None:
+        now = time.monotonic()
+        age = now - self._latency_at
+        decayed = self._latency_s * 0.5 ** (age / LATENCY_HALF_LIFE_S) if age > 0 else self._latency_s
+        self._latency_s = elapsed_s if self._latency_at == 0.0 else decayed + (elapsed_s - decayed) / 8
+        self._latency_at = now
 
     @property
     def circuit_closed(self) -> bool:
@@ -389,12 +448,14 @@ class TritonBackend:
         timeout_s: float,
         request_id: str = "",
         idempotent: bool = True,
+        retry: bool = True,
     ) -> InferResult:
         """Runs one inference; ``inputs`` travel as their raw bytes (large ones through shared memory, if enabled).
 
         Fails fast with UNAVAILABLE while the circuit is open. UNAVAILABLE is
         retried once when safe (``idempotent``, or the request never left),
-        within ``timeout_s`` and the retry budget.
+        within ``timeout_s`` and the retry budget, unless ``retry`` is False
+        (a pool of endpoints sends the retry to another endpoint instead).
 
         The caller waits ``timeout_s`` at most (then DEADLINE_EXCEEDED); the
         call itself carries ``timeout_s + deadline_margin_s`` as its gRPC
@@ -404,9 +465,43 @@ class TritonBackend:
         deadlines), and cancelling from this side leaks in grpcio (see
         :func:`finished`). The answer nobody waits for any more is dropped.
         """
-        raws = [tensor.raw_data for tensor in inputs]  # every read of a protobuf bytes field copies it: once
         if timeout_s <= 0:
             raise errors.DeadlineExceeded(f"deadline exceeded before calling model {model!r}")
+        self.outstanding += 1
+        self._inflight.inc()
+        code = "UNKNOWN"
+        started = time.monotonic()
+        try:
+            result = await self._infer(model, version, inputs, outputs, timeout_s, request_id, idempotent, retry)
+            code = "OK"
+            self._observe(time.monotonic() - started)
+            return result
+        except errors.GatewayError as exc:
+            code = exc.code.name
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self.outstanding -= 1
+            self._inflight.dec()
+            answered = self._answers.get(code)
+            if answered is None:
+                answered = self._answers[code] = BACKEND_REQUESTS.labels(self.url, code)
+            answered.inc()
+
+    async def _infer(
+        self,
+        model: str,
+        version: str,
+        inputs: Sequence[pb.Tensor],
+        outputs: Sequence[str],
+        timeout_s: float,
+        request_id: str,
+        idempotent: bool,
+        retry: bool,
+    ) -> InferResult:
+        raws = [tensor.raw_data for tensor in inputs]  # every read of a protobuf bytes field copies it: once
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         self.breaker.check()
@@ -448,8 +543,8 @@ class TritonBackend:
                         continue
                     if exc.code() is grpc.StatusCode.UNAVAILABLE:
                         pause = RETRY_BACKOFF_S * random.uniform(0.5, 1.5)
-                        if retried:
-                            RETRIES_SKIPPED.labels(self.url, "attempts").inc()
+                        if retried or not retry:
+                            RETRIES_SKIPPED.labels(self.url, "attempts" if retried else "pool").inc()
                         elif self._may_retry(failure, idempotent, deadline, pause):
                             retried = True
                             await asyncio.sleep(pause)

@@ -1,9 +1,9 @@
 """Health of the gateway and of each route (``grpc.health.v1.Health``).
 
-A background task polls Triton for the readiness of every model the routes
-use and publishes:
+A background task polls every Triton endpoint of the pool for the readiness
+of every model the routes use and publishes:
 
-* ``route/<name>`` — SERVING while all of the route's models are ready;
+* ``route/<name>`` — SERVING while some endpoint has all of the route's models ready;
 * ``switchyard.v1.Gateway`` and ``""`` (the whole server) — SERVING while
   every route is: the gateway's *readiness* (a load balancer sends it calls);
 * ``liveness`` — SERVING from start until shutdown, whatever Triton does: the
@@ -13,10 +13,10 @@ use and publishes:
 A backend call that fails with UNAVAILABLE marks the routes of that model
 NOT_SERVING at once (``mark_backend_down``) rather than at the next poll.
 
-While the backend's circuit breaker is open (Triton unreachable), every route
-and the server are NOT_SERVING without any call to Triton; each change of the
-circuit's state triggers a check at once, so routes are SERVING again as soon
-as the circuit has closed and their models answer ready.
+An endpoint whose circuit breaker is open (Triton unreachable) counts as
+having no model ready, without any call to it; each change of a circuit's
+state triggers a check at once, so routes are SERVING again as soon as an
+endpoint's circuit has closed and their models answer ready there.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2
 
 from switchyard.proxy import metrics
 from switchyard.proxy.backend.breaker import CircuitState
-from switchyard.proxy.backend.triton import TritonBackend
+from switchyard.proxy.backend.pool import TritonPool
 from switchyard.proxy.grpc.handlers import GATEWAY_SERVICE
 from switchyard.proxy.lifecycle.deadlines import wait_event
 from switchyard.proxy.routes.table import RouteTable
@@ -49,7 +49,7 @@ def route_service(name: str) -> str:
 
 
 class HealthMonitor:
-    def __init__(self, routes: RouteTable, backend: TritonBackend, *, interval_s: float) -> None:
+    def __init__(self, routes: RouteTable, backend: TritonPool, *, interval_s: float) -> None:
         self.servicer = health.aio.HealthServicer()
         self._routes = routes
         self._backend = backend
@@ -59,14 +59,14 @@ class HealthMonitor:
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        self._backend.breaker.add_listener(self._on_circuit)
+        self._backend.add_listener(self._on_circuit)
         await self.servicer.set(LIVENESS_SERVICE, SERVING)
         await self.refresh()
         self._task = asyncio.create_task(self._poll(), name="health-poll")
 
     async def stop(self) -> None:
         """Reports NOT_SERVING everywhere (the server is going away) and stops polling."""
-        self._backend.breaker.remove_listener(self._on_circuit)
+        self._backend.remove_listener(self._on_circuit)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -87,16 +87,11 @@ class HealthMonitor:
         return self._ready.get(route, False)
 
     async def refresh(self) -> None:
-        models = self._routes.models()
-        timeout = min(1.0, self._interval_s)
-        # While the circuit is open model_ready answers False at once, without a call.
-        states = await asyncio.gather(*(self._backend.model_ready(m, timeout_s=timeout) for m in models))
-        ready_models = {m for m, ok in zip(models, states, strict=True) if ok}
-        if not self._backend.circuit_closed:  # it opened while we asked
-            ready_models = set()
+        # An endpoint whose circuit is open answers False at once, without a call.
+        await self._backend.refresh(self._routes.models(), timeout_s=min(1.0, self._interval_s))
         all_ready = True
         for route in self._routes:
-            ready = all(m in ready_models for m in route.description.model_names)
+            ready = self._backend.serving(route.description.model_names)
             all_ready &= ready
             if self._ready.get(route.name) != ready:
                 log.info("route %s is %s", route.name, "SERVING" if ready else "NOT_SERVING")

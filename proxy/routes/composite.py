@@ -23,7 +23,7 @@ from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
-from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.backend.triton import InferBackend, ModelInfo
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.ops import Op
@@ -69,7 +69,7 @@ class _Composite(Route, Generic[AnyComposite]):
         self,
         config: AnyComposite,
         infos: Mapping[str, ModelInfo],
-        backend: TritonBackend,
+        backend: InferBackend,
         data_cache: Cache | None,
     ) -> None:
         super().__init__(config)
@@ -88,12 +88,12 @@ class _Composite(Route, Generic[AnyComposite]):
 
     @abstractmethod
     def _build(
-        self, config: AnyComposite, infos: Mapping[str, ModelInfo], backend: TritonBackend
+        self, config: AnyComposite, infos: Mapping[str, ModelInfo], backend: InferBackend
     ) -> tuple[list[ModelStep], list[TensorSpec]]:
         """The kind's steps, type-checked, and the route's outputs; sets ``self._available`` (tensors at the end)."""
 
     def _side_by_side(
-        self, configs: Sequence[StepConfig], field: str, infos: Mapping[str, ModelInfo], backend: TritonBackend
+        self, configs: Sequence[StepConfig], field: str, infos: Mapping[str, ModelInfo], backend: InferBackend
     ) -> list[ModelStep]:
         """Steps that each read the working set as the pre ops leave it (parallel branches, progressive stages)."""
         return [

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import grpc
 
-from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.backend.triton import InferBackend, ModelInfo
 from switchyard.proxy.errors import BackendError, DeadlineExceeded, GatewayError, status_of
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.routes.base import chain_specs
@@ -25,7 +25,7 @@ from switchyard.v1 import gateway_pb2 as pb
 
 class ParallelRoute(_Composite[ParallelRouteConfig], kind=pb.ROUTE_KIND_PARALLEL, label="branch"):
     def _build(
-        self, config: ParallelRouteConfig, infos: Mapping[str, ModelInfo], backend: TritonBackend
+        self, config: ParallelRouteConfig, infos: Mapping[str, ModelInfo], backend: InferBackend
     ) -> tuple[list[ModelStep], list[TensorSpec]]:
         self.policy = config.policy
         self.branches = self._side_by_side(config.branches, "branches", infos, backend)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 
-from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.backend.triton import InferBackend, ModelInfo
 from switchyard.proxy.errors import BackendError, ConfigError, GatewayError
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.routes.base import chain_specs
@@ -22,7 +22,7 @@ from switchyard.v1 import gateway_pb2 as pb
 
 class ProgressiveRoute(_Composite[ProgressiveRouteConfig], kind=pb.ROUTE_KIND_PROGRESSIVE, label="stage"):
     def _build(
-        self, config: ProgressiveRouteConfig, infos: Mapping[str, ModelInfo], backend: TritonBackend
+        self, config: ProgressiveRouteConfig, infos: Mapping[str, ModelInfo], backend: InferBackend
     ) -> tuple[list[ModelStep], list[TensorSpec]]:
         self.stages = self._side_by_side(config.stages, "stages", infos, backend)
         finals = []

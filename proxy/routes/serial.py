@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.backend.triton import InferBackend, ModelInfo
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.routes.base import chain_specs
@@ -17,7 +17,7 @@ from switchyard.v1 import gateway_pb2 as pb
 
 class SerialRoute(_Composite[SerialRouteConfig], kind=pb.ROUTE_KIND_SERIAL, label="step"):
     def _build(
-        self, config: SerialRouteConfig, infos: Mapping[str, ModelInfo], backend: TritonBackend
+        self, config: SerialRouteConfig, infos: Mapping[str, ModelInfo], backend: InferBackend
     ) -> tuple[list[ModelStep], list[TensorSpec]]:
         _reject_cycles(config, infos, self._where)
         available = dict(self.start_specs)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from switchyard.proxy.backend.batching import MicroBatcher
-from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.backend.triton import InferBackend, ModelInfo
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.lifecycle.context import CallContext
@@ -40,7 +40,7 @@ class SingleModelRoute(Route):
         self,
         config: RouteConfig,
         infos: Mapping[str, ModelInfo],
-        backend: TritonBackend,
+        backend: InferBackend,
         data_cache: Cache | None = None,
     ) -> None:
         super().__init__(config)
@@ -109,7 +109,7 @@ def _check_produces(model: ModelInfo, produced: Mapping[str, TensorSpec], where:
             raise ConfigError(f"{where}: model {model.name!r} needs input {spec}, the route produces {got}")
 
 
-def _batcher(config: RouteConfig, model: ModelInfo, backend: TritonBackend, where: str) -> MicroBatcher | None:
+def _batcher(config: RouteConfig, model: ModelInfo, backend: InferBackend, where: str) -> MicroBatcher | None:
     if config.batching is None:
         return None
     if model.max_batch_size <= 0:

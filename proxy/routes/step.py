@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchyard.proxy.backend.batching import MicroBatcher
-from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.backend.triton import InferBackend, ModelInfo
 from switchyard.proxy.errors import BackendError, ConfigError
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.ops import Op
@@ -44,7 +44,7 @@ class ModelStep:
         self,
         config: StepConfig,
         infos: Mapping[str, ModelInfo],
-        backend: TritonBackend,
+        backend: InferBackend,
         available: Specs,
         where: str,
         label: str,

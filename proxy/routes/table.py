@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from switchyard.proxy.backend.triton import ModelInfo, TritonBackend
+from switchyard.proxy.backend.triton import InferBackend, ModelInfo
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.errors import ConfigError, GatewayError, RouteNotFound
 from switchyard.proxy.routes.base import Route
@@ -28,7 +28,7 @@ from switchyard.proxy.routes.single import SingleModelRoute
 __all__ = ["KINDS", "RouteTable", "build_routes"]
 
 
-RouteKind = Callable[[Any, Mapping[str, ModelInfo], TritonBackend, Cache | None], Route]
+RouteKind = Callable[[Any, Mapping[str, ModelInfo], InferBackend, Cache | None], Route]
 """Builds a route from its configuration, the metadata of the models it names, the backend and the data cache."""
 
 KINDS: dict[str, RouteKind] = {
@@ -61,7 +61,7 @@ class RouteTable:
 
 
 async def build_routes(
-    config: RoutesFile, backend: TritonBackend, *, timeout_s: float = 10.0, data_cache: Cache | None = None
+    config: RoutesFile, backend: InferBackend, *, timeout_s: float = 10.0, data_cache: Cache | None = None
 ) -> RouteTable:
     infos: dict[str, ModelInfo] = {}
     for route in config.routes:

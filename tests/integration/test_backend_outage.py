@@ -69,6 +69,7 @@ def test_triton_killed_then_back(own_triton: LocalTriton) -> None:
         assert _health(channel, "liveness") == health_pb2.HealthCheckResponse.SERVING
 
         own_triton.start_sync()
+        own_triton.wait_ready_sync(120)
 
         def succeeds() -> bool:
             try:

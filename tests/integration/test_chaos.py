@@ -144,7 +144,7 @@ def test_triton_killed_under_load_then_restarted(model_repository: Path, tmp_pat
         def status(service: str) -> int:
             return health.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
 
-        retries_before = _gauge("switchyard_backend_retries_total", backend=triton.grpc_url)
+        retries_before = _gauge("switchyard_backend_retries_total", endpoint=triton.grpc_url)
         load = Load(gateway.target)
         try:
             wait_for(lambda: sum(c.code == "OK" for c in load.snapshot()) >= 200, 10, "steady load")
@@ -158,7 +158,7 @@ def test_triton_killed_under_load_then_restarted(model_repository: Path, tmp_pat
 
             down = wait_for(lambda: status("") == NOT_SERVING, 1.0, "health NOT_SERVING")
             assert status("route/digits") == NOT_SERVING
-            assert _gauge("switchyard_backend_circuit_open", backend=triton.grpc_url) == 1
+            assert _gauge("switchyard_backend_circuit_open", endpoint=triton.grpc_url) == 1
             stub = gateway_pb2_grpc.GatewayStub(channel)
             assert stub.ListRoutes(pb.ListRoutesRequest(), timeout=1).routes, "the gateway must stay up"
             time.sleep(0.5)
@@ -184,7 +184,7 @@ def test_triton_killed_under_load_then_restarted(model_repository: Path, tmp_pat
         ok_ratio = sum(c.code == "OK" for c in window) / len(window)
         settled_ratio = sum(c.code == "OK" for c in settled) / len(settled)
         fail_fast = sorted(c.ended - c.started for c in outage if c.code != "OK")
-        retries = _gauge("switchyard_backend_retries_total", backend=triton.grpc_url) - retries_before
+        retries = _gauge("switchyard_backend_retries_total", endpoint=triton.grpc_url) - retries_before
         print(
             f"\nsteady: {_counts(steady)}; in flight at the kill: {_counts(at_kill)}, all ended "
             f"{max((c.ended - kill_at for c in at_kill), default=0):.3f} s after it; NOT_SERVING after {down:.2f} s"

@@ -59,7 +59,7 @@ def test_serve_answers_and_stops_cleanly(model_repository: Path, tmp_path: Path)
         with Client(f"127.0.0.1:{port}") as client:
             probabilities = client.infer("image_cnn", {"image": image}, timeout=30)["probabilities"]
         assert np.asarray(probabilities).shape == (1, 10)
-        metrics_port = serve.port_after("(metrics")
+        metrics_port = serve.port_after("metrics")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
             exposition = reply.read().decode()
         assert re.search(r'switchyard_backend_shm_inputs_total\{[^}]*way="shm"[^}]*\} 1\.0', exposition), exposition

@@ -89,8 +89,10 @@ def triton_client(local_triton: LocalTriton) -> Iterator[tritongrpc.InferenceSer
 
 
 def _pool(gateway: GatewayThread) -> SharedMemoryPool:
-    backend = gateway.gateway._backend
-    assert backend is not None and backend.shared_memory is not None
+    pool = gateway.gateway._backend
+    assert pool is not None
+    (backend,) = pool.endpoints.values()
+    assert backend.shared_memory is not None
     return backend.shared_memory
 
 

@@ -137,7 +137,7 @@ async def test_dead_backend_opens_the_circuit_then_the_probe_closes_it(server: S
             assert not isinstance(info.value, CircuitOpen)
             failures += 1
         assert failures <= 3
-        assert _sample("switchyard_backend_circuit_open", backend=server.url) == 1
+        assert _sample("switchyard_backend_circuit_open", endpoint=server.url) == 1
         assert not await backend.model_ready("m", timeout_s=1)
 
         started = time.monotonic()
@@ -157,7 +157,7 @@ async def test_dead_backend_opens_the_circuit_then_the_probe_closes_it(server: S
             await asyncio.sleep(0.01)
         print(f"\ncircuit closed {time.monotonic() - back:.3f} s after the server came back")
         assert backend.breaker.state is CircuitState.CLOSED
-        assert _sample("switchyard_backend_circuit_open", backend=server.url) == 0
+        assert _sample("switchyard_backend_circuit_open", endpoint=server.url) == 0
         assert server.servicer.infer_calls == calls, "no inference was used as a probe"
         await _infer(backend)
         assert await backend.model_ready("m", timeout_s=1)
@@ -172,19 +172,21 @@ async def test_not_sent_calls_are_retried_within_the_budget(server: Server) -> N
     try:
         await _infer(backend)
         await server.stop()
-        sent = _sample("switchyard_backend_retries_total", backend=server.url)
-        no_budget = _sample("switchyard_backend_retries_skipped_total", backend=server.url, reason="budget")
+        sent = _sample("switchyard_backend_retries_total", endpoint=server.url)
+        no_budget = _sample("switchyard_backend_retries_skipped_total", endpoint=server.url, reason="budget")
         for _ in range(3):
             with pytest.raises(errors.BackendUnavailable):
                 await _infer(backend, idempotent=False)  # refused: never sent, so safe to retry anyway
-        assert _sample("switchyard_backend_retries_total", backend=server.url) == sent + 1
-        assert _sample("switchyard_backend_retries_skipped_total", backend=server.url, reason="budget") == no_budget + 2
-        short = _sample("switchyard_backend_retries_skipped_total", backend=server.url, reason="deadline")
+        assert _sample("switchyard_backend_retries_total", endpoint=server.url) == sent + 1
+        assert (
+            _sample("switchyard_backend_retries_skipped_total", endpoint=server.url, reason="budget") == no_budget + 2
+        )
+        short = _sample("switchyard_backend_retries_skipped_total", endpoint=server.url, reason="deadline")
         budget.max_tokens = 5.0
         budget._tokens = 5.0
         with pytest.raises(errors.BackendUnavailable):
             await _infer(backend, timeout_s=0.02)  # too little time left for a retry
-        assert _sample("switchyard_backend_retries_skipped_total", backend=server.url, reason="deadline") == short + 1
+        assert _sample("switchyard_backend_retries_skipped_total", endpoint=server.url, reason="deadline") == short + 1
     finally:
         await backend.close()
 

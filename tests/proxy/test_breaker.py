@@ -20,7 +20,7 @@ class Clock:
 
 
 def _gauge(name: str) -> float | None:
-    return REGISTRY.get_sample_value("switchyard_backend_circuit_open", {"backend": name})
+    return REGISTRY.get_sample_value("switchyard_backend_circuit_open", {"endpoint": name})
 
 
 def test_opens_after_consecutive_failures_and_fails_fast() -> None:
