@@ -80,6 +80,7 @@ _TYPED: Mapping[str, tuple[str, np.dtype[Any]]] = {
     "BYTES": ("bytes_contents", np.dtype(np.object_)),
 }
 _NARROW_INTS = frozenset({"INT8", "INT16", "UINT8", "UINT16"})
+_OUTPUT = service_pb2.ModelInferResponse.InferOutputTensor
 _OUTPUT_INDEX = re.compile(r"^outputs\[\d+\]$")
 
 
@@ -143,7 +144,8 @@ def translate(message: Any, routes: Container[str]) -> Translated:
     translated = Translated(request)
     if message.model_name in routes:
         check_version(message.model_version, message.model_name)
-    _request_parameters(message.parameters, translated)
+    if message.parameters:
+        _request_parameters(message.parameters, translated)
     raw = list(message.raw_input_contents)  # each read of a bytes field copies it: read once
     if raw and len(raw) != len(message.inputs):
         raise InvalidInput(
@@ -151,9 +153,10 @@ def translate(message: Any, routes: Container[str]) -> Translated:
             f"has {len(raw)} entries for {len(message.inputs)} inputs: send one per input, in the order of inputs",
         )
     for index, tensor in enumerate(message.inputs):
-        for name in SHARED_MEMORY:
-            if name in tensor.parameters:
-                raise Unsupported(f"inputs[{tensor.name}].parameters[{name}]: {SHARED_MEMORY_UNSUPPORTED}")
+        if tensor.parameters:
+            for name in SHARED_MEMORY:
+                if name in tensor.parameters:
+                    raise Unsupported(f"inputs[{tensor.name}].parameters[{name}]: {SHARED_MEMORY_UNSUPPORTED}")
         if raw:
             if tensor.HasField("contents") and tensor.contents.ListFields():
                 raise InvalidInput(
@@ -165,14 +168,17 @@ def translate(message: Any, routes: Container[str]) -> Translated:
         else:
             data = _typed_bytes(tensor)
             translated.sources.setdefault(tensor.name, f"inputs[{tensor.name}].contents")
-        request.inputs.append(pb.Tensor(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape, raw_data=data))
+        request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape, raw_data=data)
     for index, wanted in enumerate(message.outputs):
         request.outputs.append(wanted.name)
+        parameters = wanted.parameters
+        if not parameters:
+            continue
         for name in SHARED_MEMORY:
-            if name in wanted.parameters:
+            if name in parameters:
                 raise Unsupported(f"outputs[{index}].parameters[{name}]: {SHARED_MEMORY_UNSUPPORTED}")
-        if CLASSIFICATION in wanted.parameters:
-            count = _int_parameter(wanted.parameters[CLASSIFICATION], f"outputs[{index}].parameters[{CLASSIFICATION}]")
+        if CLASSIFICATION in parameters:
+            count = _int_parameter(parameters[CLASSIFICATION], f"outputs[{index}].parameters[{CLASSIFICATION}]")
             if count > 0:
                 translated.classes[wanted.name] = count
     return translated
@@ -263,23 +269,30 @@ def infer_response(translated: Translated, response: pb.InferResponse, *, batche
 
     Outputs with a ``classification`` count are replaced by their top classes.
     """
-    answer = service_pb2.ModelInferResponse(
-        model_name=response.route, model_version=ROUTE_VERSION, id=response.request_id
-    )
+    outputs, contents = [], []
     for tensor in response.outputs:
         count = translated.classes.get(tensor.name)
         if count is not None:
             tensor = classify(tensor, count, batched=batched)
-        answer.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        answer.raw_output_contents.append(tensor.raw_data)
+        outputs.append(_OUTPUT(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape))
+        contents.append(tensor.raw_data)
+    parameters = {}
     if response.cached:
-        answer.parameters[CACHED].bool_param = True
+        parameters[CACHED] = service_pb2.InferParameter(bool_param=True)
     if response.models:
-        answer.parameters[MODELS].string_param = ",".join(f"{m.name}={m.version}" for m in response.models)
+        models = ",".join(f"{m.name}={m.version}" for m in response.models)
+        parameters[MODELS] = service_pb2.InferParameter(string_param=models)
     if response.missing:
-        answer.parameters[MISSING].string_param = ",".join(
-            f"{m.branch}={_code_name(m.status.code)}" for m in response.missing
-        )
+        missing = ",".join(f"{m.branch}={_code_name(m.status.code)}" for m in response.missing)
+        parameters[MISSING] = service_pb2.InferParameter(string_param=missing)
+    answer = service_pb2.ModelInferResponse(
+        model_name=response.route,
+        model_version=ROUTE_VERSION,
+        id=response.request_id,
+        outputs=outputs,
+        raw_output_contents=contents,
+        parameters=parameters,
+    )
     return answer
 
 
