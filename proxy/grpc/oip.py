@@ -23,13 +23,14 @@ or ``name`` (``proxy.grpc.security.auth``).
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
 from tritonclient.grpc import model_config_pb2, service_pb2
 
-from switchyard.proxy.errors import GatewayError, RouteNotFound, Unsupported, abort_with
+from switchyard.proxy.errors import GatewayError, RouteNotFound, Unsupported, abort_with, internal_error
 from switchyard.proxy.grpc.gateway import TIMING_METADATA
 from switchyard.proxy.grpc.oip_messages import (
     FINAL_RESPONSE,
@@ -46,6 +47,8 @@ from switchyard.proxy.grpc.streaming import pipelined
 from switchyard.proxy.lifecycle.dataplane import DataPlane
 from switchyard.proxy.routes.base import RouteDescription
 from switchyard.proxy.tensor_spec import TensorSpec
+
+log = logging.getLogger(__name__)
 
 SERVER_NAME = "switchyard"
 EXTENSIONS = ("classification", "model_configuration", "parameters")
@@ -189,24 +192,27 @@ class OipService:
 
     async def _infer(self, message: Any, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Any, str, str]:
         """Runs one ``ModelInferRequest``: (the ``ModelInferResponse`` or the error, the client's message for the
-        error, the stage timings)."""
+        error, the stage timings). A failure of the translation itself is INTERNAL, as the data plane's are."""
         translated: Translated | None = None
+        timing = ""
         try:
             translated = translate(message, self._plane.routes)
             if message.model_name in self._plane.routes:
                 check_classes(translated, self._plane.routes.get(message.model_name).description.outputs)
+            answer = await self._plane.infer(translated.request, context.time_remaining())
+            timing = answer.timing
+            if answer.error is not None:
+                return answer.error, translated.message(answer.error), timing
+            assert answer.response is not None
+            batched = self._plane.routes.get(message.model_name).description.max_batch_size > 0
+            return infer_response(translated, answer.response, batched=batched), "", timing
         except GatewayError as exc:
-            return exc, (translated.message(exc) if translated else exc.message), ""
-        answer = await self._plane.infer(translated.request, context.time_remaining())
-        if answer.error is not None:
-            return answer.error, translated.message(answer.error), answer.timing
-        assert answer.response is not None
-        batched = self._plane.routes.get(message.model_name).description.max_batch_size > 0
-        try:
-            response = infer_response(translated, answer.response, batched=batched)
-        except GatewayError as exc:
-            return exc, translated.message(exc), answer.timing
-        return response, "", answer.timing
+            return exc, (translated.message(exc) if translated else exc.message), timing
+        except Exception:
+            request_id = translated.request.request_id if translated else message.id
+            log.exception("OIP request %s on model %r failed unexpectedly", request_id, message.model_name)
+            error = internal_error(request_id or "none")
+            return error, error.message, timing
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         outcome, message, timing = await self._infer(request, context)
