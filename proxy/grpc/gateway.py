@@ -34,7 +34,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
 
     async def Infer(self, request: pb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.InferResponse:
         answer = await self._plane.infer(request, context.time_remaining())
-        _unless_caller_gone(context)
+        unless_caller_gone(context)
         if answer.error is not None:
             await abort_with(context, answer.error)
         if answer.timing:
@@ -47,7 +47,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[pb.ProgressiveResponse]:
         """A progressive route's answers, stage by stage; other kinds answer once, final."""
         async for item in self._plane.progressive(request, context.time_remaining()):
-            _unless_caller_gone(context)
+            unless_caller_gone(context)
             if isinstance(item, GatewayError):
                 await abort_with(context, item)
             if item.timing:
@@ -87,7 +87,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             yield message
 
 
-def _unless_caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+def unless_caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     """Ends the handler without an answer once the caller's deadline has passed: nobody listens any more.
 
     The caller has already seen DEADLINE_EXCEEDED from its own side. Sending

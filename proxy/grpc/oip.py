@@ -31,7 +31,7 @@ import grpc
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 from switchyard.proxy.errors import GatewayError, RouteNotFound, Unsupported, abort_with, internal_error
-from switchyard.proxy.grpc.gateway import TIMING_METADATA
+from switchyard.proxy.grpc.gateway import TIMING_METADATA, unless_caller_gone
 from switchyard.proxy.grpc.oip_messages import (
     FINAL_RESPONSE,
     ROUTE_VERSION,
@@ -216,6 +216,7 @@ class OipService:
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         outcome, message, timing = await self._infer(request, context)
+        unless_caller_gone(context)  # as Gateway/Infer: nothing is sent once the caller's deadline has passed
         if timing:
             context.set_trailing_metadata(((TIMING_METADATA, timing),))
         if isinstance(outcome, GatewayError):
