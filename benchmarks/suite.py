@@ -13,21 +13,23 @@ own Triton and servers, so one part's load never overlaps another's):
 
 1. ``run``: Triton direct, the floor, the gateway and its micro-batched
    route on digits, then the CNN (``benchmarks.run``);
-2. ``triton_features``: dynamic batching on/off and one/two instances
+2. ``oip``: the Open Inference Protocol front against Triton, the same
+   ``ModelInfer`` load from the same client code (``benchmarks.oip``);
+3. ``triton_features``: dynamic batching on/off and one/two instances
    (``benchmarks.triton_features``);
-3. ``patterns``: fan-out, caches, coalescing, streaming, workers
+4. ``patterns``: fan-out, caches, coalescing, streaming, workers
    (``benchmarks.patterns``);
-4. ``peers``: the image pipeline against FastAPI, Ray Serve and KServe
+5. ``peers``: the image pipeline against FastAPI, Ray Serve and KServe
    (``benchmarks.peers``), when the peers' environment exists
    (``python -m benchmarks.peers --setup``); otherwise skipped, and the index
    says so;
-5. ``preprocess``: 224x224 image pre-processing on NumPy and, where a GPU is,
+6. ``preprocess``: 224x224 image pre-processing on NumPy and, where a GPU is,
    CuPy, transfers included (``benchmarks.preprocess``; no servers).
 
 ``--short`` runs every part's short profile (short windows) at the loads
 the targets are judged at (``SHORT_POINTS``: c = 32, and c = 1 for the
 latency a hop adds), a few minutes in all; run a part alone for its other
-levels. ``--driver h2load`` is passed to the parts that take it (``run``, ``peers``).
+levels. ``--driver h2load`` is passed to the parts that take it (``run``, ``oip``, ``peers``).
 A part that fails does not stop the others; the suite then exits 1 and the
 index names it. Writes ``suite-<profile>-<time>.md`` (every part's command,
 outcome and table) and ``.json`` (the same, with each part's report files)
@@ -50,13 +52,14 @@ from typing import Any
 from benchmarks.peers import PEERS_VENV, peers_python
 from benchmarks.run import DEFAULT_OUT, REPO_ROOT, _stderr
 
-PARTS = ("run", "triton_features", "patterns", "peers", "preprocess")
+PARTS = ("run", "oip", "triton_features", "patterns", "peers", "preprocess")
 """In the order they run."""
-DRIVEN = ("run", "peers")
+DRIVEN = ("run", "oip", "peers")
 """The parts that take ``--driver``."""
 PROFILES = ("full", "short", "smoke")
 SHORT_POINTS = {
     "run": ["--concurrency", "1,32"],
+    "oip": ["--concurrency", "1,32"],
     "triton_features": ["--concurrency", "32"],
     "patterns": ["--highest-load"],
     "peers": ["--concurrency", "32"],

@@ -6,6 +6,7 @@
 progressive route, as each arrives), and asynchronous jobs: ``submit_job``,
 ``get_job``, ``watch_job``, ``cancel_job``, ``list_jobs`` and ``wait`` (a
 :class:`Job` with its ``InferResult`` once it succeeded).
+``Tls`` carries TLS settings (CA, client certificate and key) as plain data.
 Failures raise ``SwitchyardError`` subclasses named for their gRPC status;
 idempotent calls are retried on ``UNAVAILABLE`` by ``RetryPolicy``. The
 ``tensors`` codec is exported for code that builds contract messages itself.
@@ -49,6 +50,7 @@ from .results import (
 from .retry import RetryPolicy
 from .sync import Client
 from .tensors import DATATYPES, TensorDecodeError, datatype_of, from_numpy, to_numpy
+from .tls import Tls
 
 __all__ = [
     "DATATYPES",
@@ -78,6 +80,7 @@ __all__ = [
     "SwitchyardError",
     "TensorDecodeError",
     "TensorSpec",
+    "Tls",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

@@ -29,6 +29,7 @@ from . import jobs, messages
 from .errors import SwitchyardError, Unknown, error_from, rpc_code
 from .results import InferResult, ProgressiveResult, RouteInfo, StreamRequest
 from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy, check_timeout
+from .tls import Tls, credentials_of
 
 if TYPE_CHECKING:
     from typing import Self
@@ -40,8 +41,10 @@ class AsyncClient:
     ``default_timeout`` is the deadline, in seconds, of every call that names
     none (None: no deadline). ``retries`` applies to idempotent calls that fail
     with ``UNAVAILABLE`` (None: never retry). ``metadata`` goes with every call.
-    Without ``channel_credentials`` the channel is plaintext
-    (``grpc.ssl_channel_credentials(...)`` for TLS or mutual TLS). ``api_key``
+    Without ``channel_credentials`` or ``tls`` the channel is plaintext; ``tls``
+    (a :class:`~switchyard.client.Tls`, e.g. ``Tls.from_files(ca_file=...)``)
+    or ``channel_credentials`` (``grpc.ssl_channel_credentials(...)``) make it
+    TLS or mutual TLS. ``api_key``
     sends ``authorization: Bearer <api_key>`` with every call.
 
     Use as ``async with AsyncClient("host:port") as client: ...`` or call
@@ -57,11 +60,12 @@ class AsyncClient:
         metadata: messages.MetadataLike | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
         api_key: str | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self.target = target
         self._calls = CallPolicy(default_timeout, retries)
         self._metadata = messages.call_metadata(metadata, api_key=api_key)
-        self._credentials = channel_credentials
+        self._credentials = credentials_of(channel_credentials, tls)
         self._channel: grpc.aio.Channel | None = None
         self._stub: gateway_pb2_grpc.GatewayStub | None = None
         self._jobs_stub: jobs_pb2_grpc.JobsStub | None = None

@@ -1,8 +1,9 @@
 """The ``switchyard`` command: ``batch`` from the SDK, ``serve`` and ``models`` from the server when installed.
 
 The SDK installs without the server stack (Triton client, uvloop, Redis,
-pydantic, ...); there ``switchyard batch`` works and the server's commands
-say what to install. With the server installed, its commands are added from
+pydantic, ...); there ``switchyard batch`` works (with the ``batch`` extra;
+without it, it says what to install) and the server's commands say what to
+install. With the server installed, its commands are added from
 ``switchyard.server.cli``, so the gateway and the SDK share one command.
 """
 

@@ -28,6 +28,7 @@ from . import jobs, messages
 from .errors import SwitchyardError, Unknown, error_from, rpc_code
 from .results import InferResult, ProgressiveResult, RouteInfo, StreamRequest
 from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy, check_timeout
+from .tls import Tls, credentials_of
 
 if TYPE_CHECKING:
     from typing import Self
@@ -39,8 +40,10 @@ class Client:
     ``default_timeout`` is the deadline, in seconds, of every call that names
     none (None: no deadline). ``retries`` applies to idempotent calls that fail
     with ``UNAVAILABLE`` (None: never retry). ``metadata`` goes with every call.
-    Without ``channel_credentials`` the channel is plaintext
-    (``grpc.ssl_channel_credentials(...)`` for TLS or mutual TLS). ``api_key``
+    Without ``channel_credentials`` or ``tls`` the channel is plaintext; ``tls``
+    (a :class:`~switchyard.client.Tls`, e.g. ``Tls.from_files(ca_file=...)``)
+    or ``channel_credentials`` (``grpc.ssl_channel_credentials(...)``) make it
+    TLS or mutual TLS. ``api_key``
     sends ``authorization: Bearer <api_key>`` with every call.
 
     Use as ``with Client("host:port") as client: ...`` or call :meth:`close`.
@@ -55,10 +58,12 @@ class Client:
         metadata: messages.MetadataLike | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
         api_key: str | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self.target = target
         self._calls = CallPolicy(default_timeout, retries)
         self._metadata = messages.call_metadata(metadata, api_key=api_key)
+        channel_credentials = credentials_of(channel_credentials, tls)
         if channel_credentials is None:
             self._channel = grpc.insecure_channel(target, options=channel_options())
         else:

@@ -65,6 +65,12 @@ class Overloaded(GatewayError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Unsupported(GatewayError):
+    """The request asks for something this server does not do (e.g. shared memory through the OIP front)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class BackendError(GatewayError):
     """A backend failure passed on with the backend's own status code."""
 

@@ -3,7 +3,8 @@
 ``Gateway.start`` connects to Triton, waits for the routes' models, builds
 and type-checks every route (failing before the port opens if any is wrong),
 then serves ``switchyard.v1.Gateway``, ``grpc.health.v1.Health`` and server
-reflection on one port (TLS or mutual TLS and API keys when configured, see
+reflection on one port, beside the Open Inference Protocol front
+(``inference.GRPCInferenceService``, ``proxy.grpc.oip``) (TLS or mutual TLS and API keys when configured, see
 ``proxy.grpc.security``), plus Prometheus metrics on another. Unless jobs are off,
 ``switchyard.v1.Jobs`` is served on the same port, with its job store and this
 process's job workers (``proxy.jobs``). ``Gateway.stop``
@@ -25,8 +26,9 @@ from switchyard.proxy.backend.pool import TritonPool
 from switchyard.proxy.backend.shared_memory import SharedMemoryPool
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
 from switchyard.proxy.grpc.gateway import GatewayService
-from switchyard.proxy.grpc.handlers import GATEWAY, GATEWAY_SERVICE, JOBS, JOBS_SERVICE, add_service
+from switchyard.proxy.grpc.handlers import GATEWAY, GATEWAY_SERVICE, JOBS, JOBS_SERVICE, OIP, OIP_SERVICE, add_service
 from switchyard.proxy.grpc.health import HealthMonitor
+from switchyard.proxy.grpc.oip import OipService
 from switchyard.proxy.grpc.security import load_security
 from switchyard.proxy.jobs import JobQueue
 from switchyard.proxy.lifecycle.dataplane import DataPlane
@@ -118,9 +120,12 @@ class Gateway:
         )
         self._plane = DataPlane(self.routes, s, cache=self._cache, on_backend_down=self._health.mark_backend_down)
         add_service(GatewayService(self._plane, stream_max_inflight=s.stream_max_inflight), server, GATEWAY)
+        oip = OipService(self._plane, route_ready=self._health.is_ready, stream_max_inflight=s.stream_max_inflight)
+        add_service(oip, server, OIP)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         services = [
             GATEWAY_SERVICE,
+            OIP_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ]

@@ -21,10 +21,11 @@ def test_plan_runs_every_part_in_order_with_the_profile_and_driver(tmp_path: Pat
     for step in steps:
         assert step.command[:3] == ["py", "-m", f"benchmarks.{step.part}"]
         assert "--short" in step.command and step.command[step.command.index("--out") + 1] == str(tmp_path)
-        assert ("--driver" in step.command) == (step.part in ("run", "peers"))
+        assert ("--driver" in step.command) == (step.part in ("run", "oip", "peers"))
         assert step.skipped is None
-    run, features, patterns, peers, preprocess = steps  # short: only the loads the targets are judged at
+    run, oip, features, patterns, peers, preprocess = steps  # short: only the loads the targets are judged at
     assert run.command[run.command.index("--concurrency") + 1] == "1,32"
+    assert oip.command[oip.command.index("--concurrency") + 1] == "1,32"
     assert features.command[features.command.index("--concurrency") + 1] == "32"
     assert "--highest-load" in patterns.command
     assert peers.command[peers.command.index("--concurrency") + 1] == "32"

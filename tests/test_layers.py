@@ -1,4 +1,4 @@
-"""The layers of the house: the gateway never imports the SDK, and the contract layer imports neither.
+"""The layers of the house: the gateway never imports the SDK, the SDK none of the server, the contract layer neither.
 
 ``switchyard.v1`` (stubs, tensor codec, channel options) is shared by both
 sides; the SDK (``switchyard.client``) is what users install to call a
@@ -14,7 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The SDK installs without the server stack (`pip install switchyard`): none of it, and no gateway code. (Its
+# `switchyard` command adds the server's commands when the server imports, and the batch runner takes uvloop
+# when there: both guarded imports, proved by the fresh-environment test, tests/integration/test_sdk_install.py.)
+SERVER_STACK = ("tritonclient", "redis", "pydantic", "pydantic_settings", "prometheus_client", "PIL", "xxhash")
+
 FORBIDDEN = {
+    "client_sdk": ("switchyard.proxy", "switchyard.models", *SERVER_STACK),
     "proxy": ("switchyard.client",),
     "server": ("switchyard.client",),
     "protos/switchyard/v1": ("switchyard.client", "switchyard.proxy", "switchyard.server", "switchyard.models"),

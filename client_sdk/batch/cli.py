@@ -2,8 +2,11 @@
 
 Owns the subcommand's arguments and their translation into a job; prints the
 summary on stdout. Exit status 0 when the job ran to the end (failed rows
-are in the output with their error), 2 for bad arguments, 1 when the job
-could not run (gateway unreachable, unknown route).
+are in the output with their error), 2 for bad arguments (TLS files that
+cannot be read included), 1 when the job could not run (gateway unreachable,
+unknown route, the ``batch`` extra not installed). Imports nothing beyond the
+standard library and the SDK until the command runs, so ``switchyard --help``
+works without the ``batch`` extra.
 """
 
 from __future__ import annotations
@@ -12,6 +15,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+
+from switchyard.client.tls import Tls
+
+from . import EXTRA_PACKAGES
+
+BATCH_MISSING = "switchyard batch needs the batch extra: pip install 'switchyard[batch]'"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +59,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--restart", action="store_true", help="discard the checkpoint and score every row")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--api-key", default=os.environ.get("SWITCHYARD_API_KEY"), help="API key ($SWITCHYARD_API_KEY)")
+    tls = p.add_argument_group("TLS", "the channel is plaintext unless one of these is given")
+    tls.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs")
+    tls.add_argument("--tls-ca", metavar="FILE", help="TLS, trusting the CAs of this PEM file")
+    tls.add_argument("--tls-cert", metavar="FILE", help="client certificate (PEM), for mutual TLS; needs --tls-key")
+    tls.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
     p.set_defaults(func=run)
 
 
@@ -69,12 +83,23 @@ def _inputs(specs: Sequence[str] | None) -> dict[str, list[str]] | None:
     return inputs
 
 
+def _tls(args: argparse.Namespace) -> Tls | None:
+    if not (args.tls or args.tls_ca or args.tls_cert or args.tls_key):
+        return None
+    return Tls.from_files(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key)
+
+
 def run(args: argparse.Namespace) -> int:
     from switchyard.client.errors import SwitchyardError
 
-    from .engine import BatchOptions
-    from .job import BatchJob
-
+    try:
+        from .engine import BatchOptions
+        from .job import BatchJob
+    except ModuleNotFoundError as exc:
+        if exc.name not in EXTRA_PACKAGES:
+            raise
+        print(f"switchyard batch: error: {BATCH_MISSING} ({exc.name} is not installed)", file=sys.stderr)
+        return 1
     try:
         options = BatchOptions(
             chunk_rows=args.chunk_rows,
@@ -99,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             restart=args.restart,
             progress=not args.no_progress,
             api_key=args.api_key,
+            tls=_tls(args),
         )
         summary = job.run()
     except ValueError as exc:

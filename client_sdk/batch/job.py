@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..aio import AsyncClient
+from ..tls import Tls
 from .engine import BatchOptions, Chunk, ChunkScorer
 from .journal import Journal, remove
 from .mapping import RowMapping
@@ -74,7 +75,9 @@ class BatchJob:
     ``inputs`` choose the feature columns (see ``RowMapping``); ``id_column``
     is kept as the row id (default: the row's position, as ``row_id``);
     ``array`` names the array of a ``.npz``. ``journal`` is the checkpoint
-    file (default: ``<output>.journal``); ``restart`` discards it.
+    file (default: ``<output>.journal``); ``restart`` discards it. ``tls``
+    (:class:`~switchyard.client.Tls`) makes the channel TLS or mutual TLS,
+    ``api_key`` is sent with every call, as with the SDK's clients.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class BatchJob:
         restart: bool = False,
         progress: bool = True,
         api_key: str | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self.source = os.fspath(source)
         self.route = route
@@ -118,12 +122,13 @@ class BatchJob:
         self.restart = restart
         self.progress = progress
         self.api_key = api_key
+        self.tls = tls
 
     def run(self) -> BatchSummary:
         """Runs the job to the end on a new event loop (uvloop when installed)."""
         try:
             import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency
+        except ImportError:  # the SDK alone: uvloop comes with the server extra
             return asyncio.run(self.run_async())
         return uvloop.run(self.run_async())
 
@@ -132,7 +137,7 @@ class BatchJob:
         source = open_source(self.source, table=self.table, array=self.array, id_column=self.id_column)
         try:
             sink = TableSink(self.source, self.output) if self.table is not None else FileSink(Path(self.output))
-            async with AsyncClient(self.target, default_timeout=None, api_key=self.api_key) as client:
+            async with AsyncClient(self.target, default_timeout=None, api_key=self.api_key, tls=self.tls) as client:
                 info = await client.route(self.route, timeout=30.0)
                 mapping = RowMapping(
                     info,

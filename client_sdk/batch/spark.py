@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from ..aio import AsyncClient
 from ..sync import Client
+from ..tls import Tls
 from .engine import BatchOptions, Chunk, ChunkScorer
 from .mapping import DEFAULT_ID_COLUMN, RowMapping
 from .sources import rechunk
@@ -39,6 +40,7 @@ def score_dataframe(
     id_column: str | None = None,
     options: BatchOptions | None = None,
     api_key: str | None = None,
+    tls: Tls | None = None,
 ) -> DataFrame:
     """Predictions of ``route`` for every row of ``df``, computed on the executors.
 
@@ -46,7 +48,9 @@ def score_dataframe(
     ``monotonically_increasing_id()`` when None), one column per prediction
     value and ``error_code``/``error_message`` (null on rows that succeeded),
     as in the embedded run's output. ``target`` must be reachable from the
-    executors. Arguments as in :class:`~switchyard.client.batch.BatchJob`.
+    executors. Arguments as in :class:`~switchyard.client.batch.BatchJob`;
+    ``tls`` travels to the executors as PEM bytes (read on the driver by
+    ``Tls.from_files``), so they need no certificate files of their own.
     """
     from pyspark.sql import functions
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
@@ -57,14 +61,15 @@ def score_dataframe(
             columns = list(df.columns)
         df = df.withColumn(DEFAULT_ID_COLUMN, functions.monotonically_increasing_id())
         id_column = DEFAULT_ID_COLUMN
-    with Client(target, api_key=api_key) as client:
+    with Client(target, api_key=api_key, tls=tls) as client:
         info = client.route(route, timeout=30.0)
     mapping = RowMapping(
         info, to_arrow_schema(df.schema), columns=columns, inputs=inputs, outputs=outputs, id_column=id_column
     )
 
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for table in score_tables((pa.Table.from_batches([b]) for b in batches), target, mapping, options, api_key):
+        tables = (pa.Table.from_batches([b]) for b in batches)
+        for table in score_tables(tables, target, mapping, options, api_key, tls):
             yield from table.to_batches()
 
     return df.mapInArrow(score_partition, from_arrow_schema(mapping.output_schema))
@@ -76,13 +81,19 @@ def score_tables(
     mapping: RowMapping,
     options: BatchOptions,
     api_key: str | None = None,
+    tls: Tls | None = None,
 ) -> list[pa.Table]:
     """Scores ``tables`` (one partition) on a new event loop and channel; the output tables in input order."""
-    return asyncio.run(_score_tables(tables, target, mapping, options, api_key))
+    return asyncio.run(_score_tables(tables, target, mapping, options, api_key, tls))
 
 
 async def _score_tables(
-    tables: Iterator[pa.Table], target: str, mapping: RowMapping, options: BatchOptions, api_key: str | None
+    tables: Iterator[pa.Table],
+    target: str,
+    mapping: RowMapping,
+    options: BatchOptions,
+    api_key: str | None,
+    tls: Tls | None,
 ) -> list[pa.Table]:
     done: dict[int, pa.Table] = {}
 
@@ -95,6 +106,6 @@ async def _score_tables(
             yield Chunk(index, start, table)
             start += table.num_rows
 
-    async with AsyncClient(target, default_timeout=None, api_key=api_key) as client:
+    async with AsyncClient(target, default_timeout=None, api_key=api_key, tls=tls) as client:
         await ChunkScorer(client, mapping, options, on_done=on_done).run(chunks())
     return [done[index] for index in sorted(done)]

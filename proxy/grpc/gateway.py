@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from switchyard.proxy.errors import GatewayError, abort_with, status_of
+from switchyard.proxy.grpc.streaming import pipelined
 from switchyard.proxy.lifecycle.context import new_request_id
 from switchyard.proxy.lifecycle.dataplane import DataPlane
 from switchyard.v1 import gateway_pb2 as pb
@@ -33,7 +34,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
 
     async def Infer(self, request: pb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.InferResponse:
         answer = await self._plane.infer(request, context.time_remaining())
-        _unless_caller_gone(context)
+        unless_caller_gone(context)
         if answer.error is not None:
             await abort_with(context, answer.error)
         if answer.timing:
@@ -46,7 +47,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[pb.ProgressiveResponse]:
         """A progressive route's answers, stage by stage; other kinds answer once, final."""
         async for item in self._plane.progressive(request, context.time_remaining()):
-            _unless_caller_gone(context)
+            unless_caller_gone(context)
             if isinstance(item, GatewayError):
                 await abort_with(context, item)
             if item.timing:
@@ -73,50 +74,20 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self, request_iterator: AsyncIterator[pb.InferRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.StreamInferResponse]:
         """Answers each request as soon as it is done; at most ``stream_max_inflight`` at once."""
-        results: asyncio.Queue[pb.StreamInferResponse | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(self._stream_max_inflight)
-        tasks: set[asyncio.Task[None]] = set()
 
-        async def answer(request: pb.InferRequest) -> None:
-            try:
-                outcome = await self._plane.infer(request, context.time_remaining())
-                if outcome.error is not None:
-                    message = pb.StreamInferResponse(request_id=request.request_id, error=status_of(outcome.error))
-                else:
-                    message = pb.StreamInferResponse(request_id=request.request_id, response=outcome.response)
-                await results.put(message)
-            finally:
-                slots.release()
+        async def answer(request: pb.InferRequest) -> pb.StreamInferResponse:
+            if not request.request_id:
+                request.request_id = new_request_id()  # assigned here so that an error can be matched too
+            outcome = await self._plane.infer(request, context.time_remaining())
+            if outcome.error is not None:
+                return pb.StreamInferResponse(request_id=request.request_id, error=status_of(outcome.error))
+            return pb.StreamInferResponse(request_id=request.request_id, response=outcome.response)
 
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    await slots.acquire()
-                    if not request.request_id:
-                        # Assigned here so that an error can be matched too.
-                        request.request_id = new_request_id()
-                    task = asyncio.create_task(answer(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*list(tasks))
-            finally:
-                await results.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (message := await results.get()) is not None:
-                yield message
-            await reader
-        finally:
-            # The client went away or the deadline passed: stop the reader and
-            # cancel every backend call still running for this stream.
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+        async for message in pipelined(request_iterator, answer, max_inflight=self._stream_max_inflight):
+            yield message
 
 
-def _unless_caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+def unless_caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     """Ends the handler without an answer once the caller's deadline has passed: nobody listens any more.
 
     The caller has already seen DEADLINE_EXCEEDED from its own side. Sending

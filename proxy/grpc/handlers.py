@@ -1,4 +1,4 @@
-"""Registers gRPC services (Gateway, Jobs) with request parsing that refuses bad bytes cleanly.
+"""Registers gRPC services (Gateway, Jobs, the OIP front) with request parsing that refuses bad bytes cleanly.
 
 A generated ``add_GatewayServicer_to_server`` parses requests inside
 grpcio; bytes that are not a valid message then end as ``UNKNOWN`` with a
@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
+from tritonclient.grpc import service_pb2 as oip_pb
 
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import jobs_pb2 as jpb
@@ -27,6 +28,9 @@ GATEWAY_SERVICE: str = GATEWAY.full_name
 """``switchyard.v1.Gateway``: the service name in method paths, health and reflection."""
 JOBS_SERVICE: str = JOBS.full_name
 """``switchyard.v1.Jobs``."""
+OIP: ServiceDescriptor = oip_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+OIP_SERVICE: str = OIP.full_name
+"""``inference.GRPCInferenceService``: the Open Inference Protocol (KServe v2 / Triton), tritonclient's descriptors."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ S = grpc.StatusCode
         (errors.BackendUnavailable("down"), S.UNAVAILABLE, "down"),
         (errors.DeadlineExceeded("late"), S.DEADLINE_EXCEEDED, "late"),
         (errors.Overloaded("busy"), S.RESOURCE_EXHAUSTED, "busy"),
+        (errors.Unsupported("no shared memory here"), S.UNIMPLEMENTED, "no shared memory here"),
         (errors.BackendError(S.FAILED_PRECONDITION, "x"), S.FAILED_PRECONDITION, "x"),
         (errors.internal_error("abc"), S.INTERNAL, "internal error (request id abc)"),
     ],

@@ -13,7 +13,7 @@ import grpc.aio
 from google.protobuf.message import Message
 from prometheus_client import Counter
 
-from switchyard.proxy.grpc.handlers import GATEWAY_SERVICE, JOBS_SERVICE
+from switchyard.proxy.grpc.handlers import GATEWAY_SERVICE, JOBS_SERVICE, OIP, OIP_SERVICE
 from switchyard.proxy.grpc.security.keys import ApiKey, KeyStore, _credential
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,23 @@ ROUTE_FIELDS: dict[str, str] = {
     f"/{GATEWAY_SERVICE}/InferProgressive": "route",
     f"/{GATEWAY_SERVICE}/GetRoute": "name",
     f"/{JOBS_SERVICE}/SubmitJob": "request.route",
+    # The Open Inference Protocol front: a route is a model.
+    f"/{OIP_SERVICE}/ModelInfer": "model_name",
+    f"/{OIP_SERVICE}/ModelStreamInfer": "model_name",
+    f"/{OIP_SERVICE}/ModelReady": "name",
+    f"/{OIP_SERVICE}/ModelMetadata": "name",
+    f"/{OIP_SERVICE}/ModelConfig": "name",
 }
 # Methods that use no route and are open to every valid key (the Jobs service
-# lets a key reach only its own jobs).
+# lets a key reach only its own jobs; the OIP front's other methods are server
+# liveness, readiness and metadata, or answer UNIMPLEMENTED).
 LIST_ROUTES = f"/{GATEWAY_SERVICE}/ListRoutes"
 ROUTELESS_METHODS = frozenset(
-    {LIST_ROUTES, *(f"/{JOBS_SERVICE}/{m}" for m in ("GetJob", "WatchJob", "CancelJob", "ListJobs"))}
+    {
+        LIST_ROUTES,
+        *(f"/{JOBS_SERVICE}/{m}" for m in ("GetJob", "WatchJob", "CancelJob", "ListJobs")),
+        *(f"/{OIP_SERVICE}/{m.name}" for m in OIP.methods if f"/{OIP_SERVICE}/{m.name}" not in ROUTE_FIELDS),
+    }
 )
 
 AUTH_REFUSED = Counter(

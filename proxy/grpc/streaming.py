@@ -1,0 +1,61 @@
+"""Pipelined bidirectional streams: each request of a stream answered as soon as it is done, a bounded number at once.
+
+Serves ``switchyard.v1.Gateway/InferStream`` and the OIP front's
+``ModelStreamInfer`` alike: the servicer says how one request becomes one
+answer; this module owns reading ahead, the bound on requests in flight,
+answer order (completion order) and cancelling every request still running
+when the client goes away or the deadline passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+RequestT = TypeVar("RequestT")
+AnswerT = TypeVar("AnswerT")
+
+
+async def pipelined(
+    requests: AsyncIterator[RequestT], answer: Callable[[RequestT], Awaitable[AnswerT]], *, max_inflight: int
+) -> AsyncIterator[AnswerT]:
+    """Yields ``answer(request)`` for each request as it completes; at most ``max_inflight`` run at once.
+
+    ``answer`` must not raise for a request's own failure (it returns the
+    error as an answer); leaving the iteration cancels the reader and every
+    answer still running.
+    """
+    results: asyncio.Queue[AnswerT | None] = asyncio.Queue()
+    slots = asyncio.Semaphore(max_inflight)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(request: RequestT) -> None:
+        try:
+            await results.put(await answer(request))
+        finally:
+            slots.release()
+
+    async def read() -> None:
+        try:
+            async for request in requests:
+                await slots.acquire()
+                task = asyncio.create_task(one(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*list(tasks))
+        finally:
+            await results.put(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        while (message := await results.get()) is not None:
+            yield message
+        await reader
+    finally:
+        # The client went away or the deadline passed: stop the reader and
+        # cancel every backend call still running for this stream.
+        reader.cancel()
+        for task in list(tasks):
+            task.cancel()
