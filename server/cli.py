@@ -3,10 +3,11 @@
 * ``switchyard serve`` — with no arguments: builds the bundled model
   repository if needed, starts a local Triton from the ``nvidia-pytriton``
   wheel, waits for its models, then serves the gateway (gRPC on 8500,
-  metrics on 127.0.0.1:8502). ``--triton-url`` uses an existing Triton
-  instead. SIGINT/SIGTERM drain in-flight calls, then stop Triton. A local
-  Triton that dies is restarted on the same ports (``LocalTriton.supervise``);
-  after repeated quick failures serve gives up and exits 1.
+  metrics on 127.0.0.1:8502). ``--triton-url`` (or ``SWITCHYARD_TRITON_URL``)
+  uses an existing Triton instead. SIGINT/SIGTERM drain in-flight calls,
+  then stop Triton. A local Triton that dies is restarted on the same ports
+  (``LocalTriton.supervise``); after repeated quick failures serve gives up
+  and exits 1.
   Asynchronous jobs are served too, kept in an embedded SQLite file
   (``--jobs-db``) or in Redis (``--jobs-redis-url``); ``--no-jobs`` turns
   them off. ``--workers N`` serves from N processes sharing the port
@@ -121,7 +122,8 @@ async def serve(args: argparse.Namespace) -> int:
     gateway: Gateway | WorkerPool | None = None
     supervisors: list[asyncio.Task[None]] = []
     try:
-        if not args.triton_url:
+        # --triton-url or SWITCHYARD_TRITON_URL names a Triton elsewhere; with neither, serve runs its own.
+        if "triton_url" not in settings.model_fields_set:
             # A repository named on the command line is the user's: used as it
             # is. The default one is ours: built, and rebuilt when stale.
             repository = args.model_repository or ensure_model_repository(default_model_repository())
