@@ -179,6 +179,11 @@ def test_image_serves_a_mounted_model_repository(
         container_name,
         "--network",
         "host",
+        # As Kubernetes runs it (deploy/k8s): a read-only root, a writable /tmp.
+        "--read-only",
+        "--read-only-tmpfs=false",
+        "--tmpfs",
+        "/tmp",
         "--volume",
         f"{repository}:/models:ro",
         switchyard_image,
