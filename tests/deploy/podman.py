@@ -177,18 +177,38 @@ def established_connections(pid: int, port: int) -> int:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
-    count = 0
+    return sum(
+        1
+        for fields in _tcp_table(pid)
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in inodes
+    )
+
+
+def _tcp_table(pid: int) -> list[list[str]]:
+    """The rows of /proc/PID/net/tcp and tcp6 (the network namespace of ``pid``)."""
+    rows = []
     for table in ("tcp", "tcp6"):
         try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            rows += [line.split() for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]]
         except OSError:
             continue
-        for line in lines:
-            fields = line.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] == "01" and fields[9] in inodes:
-                count += 1
-    return count
+    return rows
+
+
+def _ipv4(address: str) -> str:
+    """The IPv4 address of a /proc/net/tcp{,6} address (IPv4-mapped in tcp6), from its little-endian hex."""
+    word = address[-8:]
+    return ".".join(str(int(word[i : i + 2], 16)) for i in (6, 4, 2, 0))
+
+
+def peers(pid: int, remote_port: int) -> list[str]:
+    """IPv4 addresses that the network namespace of ``pid`` holds ESTABLISHED connections to on ``remote_port``."""
+    found = []
+    for fields in _tcp_table(pid):
+        address, port = fields[2].rsplit(":", 1)
+        if fields[3] == "01" and int(port, 16) == remote_port:
+            found.append(_ipv4(address))
+    return found
 
 
 def child_pids(pid: int) -> list[int]:

@@ -1,5 +1,5 @@
 """compose.yaml brought up with podman-compose on the local images: calls through the gateway, a Redis cache shared by
-its two workers, and `down` leaving nothing behind.
+its two workers, calls going on when the Triton replica in use is stopped, and `down` leaving nothing behind.
 
 The gateway runs ``--workers 2`` on one port (SO_REUSEPORT): the kernel gives
 each new connection to one worker, so the test opens connections until both
@@ -28,14 +28,16 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 from switchyard.v1.tensors import from_numpy
 
-from .podman import ROOT, Podman, child_pids, command_line, established_connections
+from .podman import ROOT, Podman, child_pids, command_line, established_connections, peers
 
 # The first test of a session also makes the images (debootstrap and a cold build: several minutes).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 GATEWAY_CONTAINER_PORT = 8500
+TRITON_GRPC_PORT = 8001
 READY_TIMEOUT_S = 420.0
 MAX_CONNECTIONS = 32  # all on one of 2 workers has odds 2 / 2**32
+FAILOVER_CALLS_S = 10.0
 
 
 class Project:
@@ -71,11 +73,17 @@ class Project:
     def logs(self) -> str:
         return "\n".join(f"--- {c}\n{self.podman.logs(c, tail=30)}" for c in self.containers())
 
+    def address(self, container: str) -> str:
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        return self.podman.run("inspect", "--format", template, container).stdout.split()[0]
+
+    def gateway_pid(self) -> int:
+        return int(self.podman.run("inspect", "--format", "{{.State.Pid}}", self.container("gateway")).stdout)
+
     def worker_pids(self) -> list[int]:
         """Host pids of the gateway's worker processes (tini -> switchyard serve -> workers)."""
-        pid = int(self.podman.run("inspect", "--format", "{{.State.Pid}}", self.container("gateway")).stdout)
         workers = []
-        for child in child_pids(pid):
+        for child in child_pids(self.gateway_pid()):
             workers += [p for p in child_pids(child) if "switchyard.server.workers" in command_line(p)]
         return sorted(workers)
 
@@ -141,14 +149,40 @@ def test_compose_up_serves_shares_the_cache_and_comes_down(project: Project) -> 
             after = {pid: established_connections(pid, GATEWAY_CONTAINER_PORT) for pid in workers}
             (worker,) = [pid for pid in workers if after[pid] > before[pid]]
             answered_by.append((worker, reply.cached))
+        first_worker, first_cached = answered_by[0]
+        assert not first_cached, "the first call of a new request was answered from the cache"
+        assert all(cached for _, cached in answered_by[1:]), answered_by
+        other = [cached for pid, cached in answered_by if pid != first_worker]
+        assert other and all(other), f"the second worker did not see the first worker's cached answer: {answered_by}"
+
+        # The Triton replica the gateway uses goes away: calls on every connection (both workers) go on.
+        tritons = {project.address(c): c for c in project.containers() if c.startswith(f"{project.name}_triton-")}
+        in_use = peers(project.gateway_pid(), TRITON_GRPC_PORT)
+        victim_address = max(set(in_use), key=in_use.count)
+        victim = tritons[victim_address]
+        project.podman.run("stop", "--time", "0", victim)
+        stopped = time.monotonic()
+        codes: dict[str, int] = {}
+        last_failure_s: float | None = None
+        plain = pb.InferRequest(route="digits", inputs=[from_numpy("image", image)])
+        while time.monotonic() - stopped < FAILOVER_CALLS_S:
+            for channel in channels:
+                try:
+                    gateway_pb2_grpc.GatewayStub(channel).Infer(plain, timeout=5)
+                    code = "OK"
+                except grpc.RpcError as exc:
+                    code = exc.code().name
+                    last_failure_s = time.monotonic() - stopped
+                codes[code] = codes.get(code, 0) + 1
+        now_in_use = sorted(set(peers(project.gateway_pid(), TRITON_GRPC_PORT)))
     finally:
         for channel in channels:
             channel.close()
-    first_worker, first_cached = answered_by[0]
-    assert not first_cached, "the first call of a new request was answered from the cache"
-    assert all(cached for _, cached in answered_by[1:]), answered_by
-    other = [cached for pid, cached in answered_by if pid != first_worker]
-    assert other and all(other), f"the second worker did not see the first worker's cached answer: {answered_by}"
+    failures = "none failed" if last_failure_s is None else f"the last failed {last_failure_s:.2f} s after"
+    print(f"\ncompose: {victim} stopped: calls {codes} ({failures}); Triton in use now {now_in_use}")
+    assert victim_address not in now_in_use and now_in_use, now_in_use
+    # Failures, if any, only while the gateway moves to the other replica.
+    assert codes.get("OK", 0) > 0 and (last_failure_s or 0.0) < FAILOVER_CALLS_S / 2, codes
 
     stopping = time.monotonic()
     project.compose("down", "--volumes", "--timeout", "30", timeout_s=300)
