@@ -1,9 +1,11 @@
 # Entry points for the repeated commands. `make test` is what CI runs.
 PYTHON ?= python3
+# docker or podman
+CONTAINER ?= docker
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv serve test unit protos models lint typecheck clean
+.PHONY: venv serve test unit protos models image lint typecheck clean
 
 $(BIN)/switchyard: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +29,9 @@ protos: venv           ## regenerate the Python stubs beside the .proto files in
 
 models: venv           ## build the bundled model repository
 	$(BIN)/switchyard models build
+
+image:                 ## the container image of the gateway, Triton and the bundled models (Dockerfile)
+	$(CONTAINER) build -t switchyard:latest .
 
 lint: venv
 	$(BIN)/ruff check .

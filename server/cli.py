@@ -3,14 +3,19 @@
 * ``switchyard serve`` — with no arguments: builds the bundled model
   repository if needed, starts a local Triton from the ``nvidia-pytriton``
   wheel, waits for its models, then serves the gateway (gRPC on 8500,
-  metrics on 127.0.0.1:8502). ``--triton-url`` uses an existing Triton
-  instead. SIGINT/SIGTERM drain in-flight calls, then stop Triton. A local
-  Triton that dies is restarted on the same ports (``LocalTriton.supervise``);
-  after repeated quick failures serve gives up and exits 1.
+  metrics on 127.0.0.1:8502). ``--triton-url`` (or ``SWITCHYARD_TRITON_URL``)
+  uses an existing Triton instead. SIGINT/SIGTERM drain in-flight calls,
+  then stop Triton. A local Triton that dies is restarted on the same ports
+  (``LocalTriton.supervise``); after repeated quick failures serve gives up
+  and exits 1.
   Asynchronous jobs are served too, kept in an embedded SQLite file
   (``--jobs-db``) or in Redis (``--jobs-redis-url``); ``--no-jobs`` turns
   them off. ``--workers N`` serves from N processes sharing the port
   (``server.workers``), all in front of the one Triton.
+* ``switchyard triton`` — only the local Triton, listening on every address
+  (gRPC 8001, HTTP 8000, metrics 8002): a Triton replica that gateways on
+  other hosts call (compose, Kubernetes). Supervised and restarted as under
+  ``serve``; SIGTERM lets Triton finish in-flight requests, then exits 0.
 * ``switchyard models build`` — builds the bundled model repository.
 * ``switchyard batch`` — scores a data set through a route: the SDK's command
   (``switchyard.client.cli`` is the ``switchyard`` entry point and adds these).
@@ -43,6 +48,11 @@ from switchyard.server.local_triton import LocalTriton, LocalTritonError
 from switchyard.server.workers import WorkerPool, WorkersGaveUp, WorkerStartFailed
 
 log = logging.getLogger("switchyard")
+
+DEFAULT_TRITON_GRACE_S = 10.0
+"""``switchyard triton``: how long Triton may finish in-flight requests after SIGTERM before it is killed."""
+DEFAULT_TRITON_READY_TIMEOUT_S = 120.0
+"""``switchyard triton``: how long a start or restart may take to have every model ready."""
 
 
 def default_model_repository() -> Path:
@@ -112,7 +122,8 @@ async def serve(args: argparse.Namespace) -> int:
     gateway: Gateway | WorkerPool | None = None
     supervisors: list[asyncio.Task[None]] = []
     try:
-        if "triton_url" not in settings.model_fields_set:  # neither --triton-url nor SWITCHYARD_TRITON_URL
+        # --triton-url or SWITCHYARD_TRITON_URL names a Triton elsewhere; with neither, serve runs its own.
+        if "triton_url" not in settings.model_fields_set:
             # A repository named on the command line is the user's: used as it
             # is. The default one is ours: built, and rebuilt when stale.
             repository = args.model_repository or ensure_model_repository(default_model_repository())
@@ -160,6 +171,45 @@ async def serve(args: argparse.Namespace) -> int:
         if gateway is not None:
             await gateway.stop()
         await asyncio.gather(*(t.stop() for t in tritons))
+        log.info("stopped")
+
+
+async def serve_triton(args: argparse.Namespace) -> int:
+    """``switchyard triton``: runs the local Triton alone until SIGINT/SIGTERM, restarting it when it dies."""
+    repository = args.model_repository or ensure_model_repository(default_model_repository())
+    triton = LocalTriton(
+        repository,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        host=args.host,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    supervisor: asyncio.Task[None] | None = None
+    try:
+        log.info("starting Triton (model repository %s)", repository)
+        await triton.start()
+        await triton.wait_ready(args.ready_timeout_s)
+        print(
+            f"switchyard: triton serving on {args.host}:{triton.grpc_port} "
+            f"(HTTP {triton.http_port}, metrics {triton.metrics_port})",
+            flush=True,
+        )
+        supervisor = asyncio.create_task(triton.supervise(ready_timeout_s=args.ready_timeout_s))
+        supervisor.add_done_callback(lambda _task: stop.set())
+        await stop.wait()
+        if supervisor.done():
+            supervisor.result()  # raises TritonGaveUp, reported by run_command
+        log.info("shutting down: Triton finishes in-flight requests for up to %g s", args.grace_s)
+        return 0
+    finally:
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.wait([supervisor])
+        await triton.stop(args.grace_s)
         log.info("stopped")
 
 
@@ -251,6 +301,33 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     j.add_argument("--jobs-max-attempts", type=int, help="default attempts per job before it fails (default 3)")
     s.set_defaults(func=lambda a: run_command(lambda: uvloop.run(serve(a))))
+
+    t = sub.add_parser(
+        "triton", help="serve only the local Triton, on every address (a Triton replica for gateways elsewhere)"
+    )
+    t.add_argument(
+        "--model-repository",
+        type=Path,
+        help="use this model repository as it is "
+        "(default: the bundled models, built into the user cache when missing or stale)",
+    )
+    t.add_argument("--host", default="0.0.0.0", help="address Triton listens on (default 0.0.0.0)")
+    t.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port (default 8001)")
+    t.add_argument("--http-port", type=int, default=8000, help="Triton's HTTP port (default 8000)")
+    t.add_argument("--metrics-port", type=int, default=8002, help="Triton's metrics port (default 8002)")
+    t.add_argument(
+        "--grace-s",
+        type=float,
+        default=DEFAULT_TRITON_GRACE_S,
+        help=f"seconds in-flight requests may finish after SIGTERM (default {DEFAULT_TRITON_GRACE_S:g})",
+    )
+    t.add_argument(
+        "--ready-timeout-s",
+        type=float,
+        default=DEFAULT_TRITON_READY_TIMEOUT_S,
+        help=f"how long a (re)start may take to have every model ready (default {DEFAULT_TRITON_READY_TIMEOUT_S:g})",
+    )
+    t.set_defaults(func=lambda a: run_command(lambda: uvloop.run(serve_triton(a))))
 
     m = sub.add_parser("models", help="model repository commands")
     msub = m.add_subparsers(dest="models_command", required=True)

@@ -57,6 +57,7 @@ _POLL_INTERVAL_S = 0.1
 _PROBE_TIMEOUT_S = 1.0
 _GROUP_EXIT_WAIT_S = 5.0
 _SOCKET_IN_USE = re.compile(r"Socket '[^']*:(\d+)' already in use")
+_LOOPBACK_OF_WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 class LocalTritonError(RuntimeError):
@@ -141,6 +142,9 @@ async def _http_status(host: str, port: int, path: str) -> int | None:
 class LocalTriton:
     """One local ``tritonserver`` serving ``model_repository`` on loopback ports.
 
+    ``host`` may be a wildcard (``0.0.0.0``, ``::``) for a Triton that other
+    hosts call (``switchyard triton`` in a container); this host then reaches
+    it, and probes it, through loopback (``grpc_url``).
     Ports given as 0 are chosen at construction and kept, so ``grpc_url`` is
     known before the start and stays the same across restarts (``kill()`` then
     ``start()``). Start from the thread that lives as long as Triton should
@@ -192,9 +196,15 @@ class LocalTriton:
         return self._ports["gRPC"]
 
     @property
+    def local_host(self) -> str:
+        """The address this host reaches Triton at: ``host``, or loopback when ``host`` is a wildcard."""
+        return _LOOPBACK_OF_WILDCARD.get(self.host, self.host)
+
+    @property
     def grpc_url(self) -> str:
-        """``host:port`` of Triton's gRPC endpoint, as tritonclient expects it."""
-        return f"{self.host}:{self.grpc_port}"
+        """``host:port`` of Triton's gRPC endpoint from this host, as tritonclient expects it."""
+        host = self.local_host
+        return f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
 
     @property
     def http_port(self) -> int:
@@ -353,8 +363,8 @@ class LocalTriton:
         # Triton opens gRPC, then HTTP, then metrics, and exits if one of them
         # cannot bind: only when all three answer has it really started.
         return (
-            await _http_status(self.host, self.http_port, "/v2/health/ready") == 200
-            and await _http_status(self.host, self.metrics_port, "/metrics") == 200
+            await _http_status(self.local_host, self.http_port, "/v2/health/ready") == 200
+            and await _http_status(self.local_host, self.metrics_port, "/metrics") == 200
         )
 
     def _startup_failure(self, reason: str) -> TritonStartupFailed:

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchyard.client import Client
 from switchyard.models.datasets import digits_split
+from switchyard.server.local_triton import LocalTriton
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 from switchyard.v1.tensors import from_numpy
@@ -143,3 +145,18 @@ def test_serve_restarts_a_killed_triton(model_repository: Path, tmp_path: Path) 
         while _processes_mentioning(str(repo)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _processes_mentioning(str(repo)), "tritonserver outlived switchyard serve"
+
+
+def test_serve_uses_the_triton_named_in_the_environment(
+    local_triton: LocalTriton, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a container: the Triton comes from SWITCHYARD_TRITON_URL, not a flag; serve must not start its own.
+    monkeypatch.setenv("SWITCHYARD_TRITON_URL", local_triton.grpc_url)
+    with running_serve("--host", "127.0.0.1", "--port", "0", "--no-metrics") as serve:
+        assert _triton_child(serve.proc.pid) is None, "serve started a Triton of its own:\n" + serve.log
+        _, x_test, _, y_test = digits_split()
+        with Client(f"127.0.0.1:{serve.port}") as client:
+            result = client.infer("digits", {"image": x_test[:10]}, timeout=10)
+        assert (np.asarray(result["label"]).reshape(-1) == y_test[:10]).mean() >= 0.8
+        assert serve.stop() == 0, serve.log
+    assert "starting local Triton" not in serve.log
