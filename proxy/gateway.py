@@ -19,9 +19,11 @@ import logging
 import os
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool
 from switchyard.proxy.backend.pool import TritonPool
 from switchyard.proxy.backend.shared_memory import SharedMemoryPool
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
@@ -33,6 +35,7 @@ from switchyard.proxy.grpc.security import load_security
 from switchyard.proxy.jobs import JobQueue
 from switchyard.proxy.lifecycle.dataplane import DataPlane
 from switchyard.proxy.metrics import start_metrics_server
+from switchyard.proxy.ops.array_module import array_module
 from switchyard.proxy.routes.schema import RoutesFile
 from switchyard.proxy.routes.table import RouteTable, build_routes
 from switchyard.proxy.settings import GatewaySettings
@@ -98,6 +101,7 @@ class Gateway:
             s.triton_url,
             max_message_bytes=s.max_message_bytes,
             shared_memory=self._shared_memory if s.triton_shared_memory == "system" else None,
+            cuda_shared_memory=self._cuda_shared_memory if s.triton_shared_memory == "system" else None,
             dns_refresh_s=s.triton_dns_refresh_s,
         )
         await self._backend.start()
@@ -175,6 +179,19 @@ class Gateway:
         if not _shm_room(s.triton_shm_slots * s.triton_shm_slot_bytes):
             return None
         return SharedMemoryPool(
+            slots=s.triton_shm_slots,
+            slot_bytes=s.triton_shm_slot_bytes,
+            threshold_bytes=s.triton_shm_threshold_bytes,
+            quarantine_s=s.triton_shm_quarantine_s,
+            label=endpoint,
+        )
+
+    def _cuda_shared_memory(self, endpoint: str) -> CudaSharedMemoryPool | None:
+        """CUDA shared-memory slots for a Triton endpoint on this host, when the ops run on a GPU (CuPy)."""
+        if array_module() is np:
+            return None
+        s = self.settings
+        return CudaSharedMemoryPool(
             slots=s.triton_shm_slots,
             slot_bytes=s.triton_shm_slot_bytes,
             threshold_bytes=s.triton_shm_threshold_bytes,

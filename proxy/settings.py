@@ -52,7 +52,8 @@ class GatewaySettings(BaseSettings):
     triton_shared_memory: Literal["off", "system"] = Field(
         "off",
         description="'system': large input tensors reach Triton through POSIX shared memory instead of the gRPC "
-        "message (Triton must run on this host); 'off': every tensor travels in the message.",
+        "message (Triton must run on this host), and, when the ops run on a GPU, pre-processed inputs through "
+        "CUDA shared memory without a copy to the host; 'off': every tensor travels in the message.",
     )
     triton_shm_threshold_bytes: int = Field(
         64 * 1024, ge=1, description="Inputs of at least this many bytes use shared memory (when it is on)."

@@ -31,7 +31,7 @@ from switchyard.proxy.routes.base import (
 )
 from switchyard.proxy.routes.schema import RouteConfig, StepConfig
 from switchyard.proxy.routes.step import ModelStep
-from switchyard.proxy.tensor_spec import TensorSpec
+from switchyard.proxy.tensor_spec import TensorLike, TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 
 
@@ -66,7 +66,13 @@ class SingleModelRoute(Route):
             batcher=_batcher(config, model, backend, where),
         )
         self._prepare = (
-            Preprocessor(config.name, pre, [s.name for s in model.inputs], data_cache if config.data_cache else None)
+            Preprocessor(
+                config.name,
+                pre,
+                [s.name for s in model.inputs],
+                data_cache if config.data_cache else None,
+                on_device=True,  # a GPU's pre-processed inputs go to Triton through CUDA shared memory when it can
+            )
             if pre
             else None
         )
@@ -85,7 +91,7 @@ class SingleModelRoute(Route):
         )
 
     async def infer(self, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse:
-        inputs: Sequence[pb.Tensor] = request.inputs
+        inputs: Sequence[TensorLike] = request.inputs
         if self._prepare is not None:
             inputs = await self._prepare.run(request, ctx)
         wanted = list(request.outputs) or self._output_names
