@@ -13,7 +13,7 @@ and ``wine_alcohol_regressor`` (built as ``benchmarks.run`` builds its
 models), and one gateway process (``switchyard serve``, as ``benchmarks.run``
 starts it; a second with ``--workers 2`` for the ``workers`` comparison)
 serves the routes of ``ROUTES_TOML``. With the load generator of
-``loadgen.py`` (same windows method), six comparisons, each
+``benchmarks.loadgen`` (same windows method), six comparisons, each
 group measured back to back:
 
 * ``fanout``, c = 1 and 8: ``wine_profile`` (parallel: both wine models at
@@ -67,23 +67,23 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.loadgen import LoadGenerator, Target, Windows
-from benchmarks.run import (
-    _STARTUP_TIMEOUT_S,
+from benchmarks.common import (
     DEFAULT_OUT,
     PROFILES,
+    STARTUP_TIMEOUT_S,
     ServerProcess,
-    _child_env,
-    _fmt,
-    _stderr,
+    child_env,
     errors_cell,
+    format_value,
     gateway_command,
     load_cell,
+    log_stderr,
     render_table,
     report_meta,
     settled,
     write_report,
 )
+from benchmarks.loadgen import LoadGenerator, Target, Windows
 
 MODELS = ("digits_logreg", "wine_classifier", "wine_alcohol_regressor")
 ROUTES_TOML = """# Written by benchmarks/patterns.py: the routes it compares (names as in the bundled routes).
@@ -362,16 +362,16 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             row["comparison"],
             load_cell(row),
             settled(row["path"], row),
-            _fmt(row["throughput_rps"]),
-            _fmt(row["vs_first"], ".2f"),
+            format_value(row["throughput_rps"]),
+            format_value(row["vs_first"], ".2f"),
             f"{row['latency_ms']['p50']:.2f}",
             f"{row['latency_ms']['p99']:.2f}",
-            _fmt(row["triton_requests_per_1000"]),
-            _fmt(row["triton_executions_per_1000"]),
-            _fmt(row["gateway_cpu_us_per_request"]),
-            _fmt(row["triton_cpu_us_per_request"]),
-            _fmt(row["loadgen_cpu_us_per_request"]),
-            _fmt(row["other_cpu_pct"]),
+            format_value(row["triton_requests_per_1000"]),
+            format_value(row["triton_executions_per_1000"]),
+            format_value(row["gateway_cpu_us_per_request"]),
+            format_value(row["triton_cpu_us_per_request"]),
+            format_value(row["loadgen_cpu_us_per_request"]),
+            format_value(row["other_cpu_pct"]),
             errors_cell(row),
         ],
     )
@@ -410,7 +410,7 @@ def run(
         log("starting Triton")
         triton.start_sync()
         try:
-            triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
+            triton.wait_ready_sync(STARTUP_TIMEOUT_S)
             routes = work_dir / "routes.toml"
             routes.write_text(ROUTES_TOML)
             gateways: dict[int, ServerProcess] = {}
@@ -418,7 +418,7 @@ def run(
                 log(f"starting switchyard with {count} worker process(es)")
                 command = [*gateway_command(triton.grpc_url, routes), "--workers", str(count)]
                 name = gateway_name(count)
-                gateways[count] = ServerProcess.start(name, command, work_dir, _child_env())
+                gateways[count] = ServerProcess.start(name, command, work_dir, child_env())
             counters, close_counters = triton_counters(triton.grpc_url)
             try:
                 servers = {"triton": triton.pid or 0}
@@ -500,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         windows,
         workers=args.workers,
         out=args.out,
-        log=_stderr,
+        log=log_stderr,
         command=command,
         only=args.only,
         highest_load=args.highest_load,

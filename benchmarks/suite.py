@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import DEFAULT_OUT, REPO_ROOT, log_stderr
 from benchmarks.peers import PEERS_VENV, peers_python
-from benchmarks.run import DEFAULT_OUT, REPO_ROOT, _stderr
 
 PARTS = ("run", "oip", "triton_features", "patterns", "peers", "preprocess")
 """In the order they run."""
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     started = datetime.datetime.now(datetime.UTC)
-    run_steps(steps, args.out, _stderr)
+    run_steps(steps, args.out, log_stderr)
     stem = args.out / f"suite-{profile}-{started:%Y%m%d-%H%M%S}"
     title = f"# Benchmark suite, {profile} profile, {started:%Y-%m-%d %H:%M} UTC"
     stem.with_suffix(".md").write_text(index_markdown(steps, args.out, title))
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     index["parts"] = [step.to_json() for step in steps]
     stem.with_suffix(".json").write_text(json.dumps(index, indent=2) + "\n")
     failed = [step.part for step in steps if step.failed]
-    _stderr(f"suite: wrote {stem.with_suffix('.md')}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    log_stderr(f"suite: wrote {stem.with_suffix('.md')}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 
