@@ -68,10 +68,11 @@ from benchmarks.h2load import H2Load
 from benchmarks.loadgen import LoadGenerator, Target
 from benchmarks.run import TRITON_STREAM_MAX_CONCURRENCY
 
-ROUTES_TOML = f"""# Written by benchmarks/oip.py: one route named like its model, so both ports take the same request.
+ROUTES_TOML = f"""# Written by benchmarks.oip: one plain route named like its model: both ports take the same request.
 [[routes]]
 name = "{MODEL}"
 model = "{MODEL}"
+batching = false
 """
 PATHS = ("triton", "switchyard_oip", "switchyard", "triton_stream", "switchyard_oip_stream")
 """In the order they are measured at each concurrency."""

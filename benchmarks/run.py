@@ -12,7 +12,8 @@ bundled ``digits_logreg`` and ``image_cnn`` models built into a temporary
 folder, a local Triton serving them (``LocalTriton``), the Switchyard gateway
 as its own process (``python -m switchyard.server.cli serve --triton-url ...
 --port 0 --no-metrics``, with a routes file holding the ``digits`` route, its
-micro-batched twin ``digits_batched`` and the ``cnn`` route), the
+micro-batched twin ``digits_batched`` and the ``cnn`` route; the plain
+routes say ``batching = false``, since micro-batching is on by default), the
 floor proxy (``benchmarks/floor_proxy.py``) in front of the same Triton, and
 an echo server (the floor proxy with ``--echo``) that measures the load
 generator's own ceiling. Then, with the load generator of ``benchmarks.loadgen``, at
@@ -104,10 +105,12 @@ from benchmarks.peers.pipeline import routes_toml
 ROUTE = "digits"
 BATCHED_ROUTE = "digits_batched"
 CNN_ROUTE = "cnn"
-ROUTES_TOML = f"""# Written by benchmarks/run.py: the routes it measures (digits plain and micro-batched; the CNN).
+ROUTES_TOML = f"""# Written by benchmarks.run: the routes it measures (digits plain and micro-batched; the CNN, plain).
+# Single-model routes micro-batch by default when the model batches: the plain ones say batching = false.
 [[routes]]
 name = "{ROUTE}"
 model = "{MODEL}"
+batching = false
 
 [[routes]]
 name = "{BATCHED_ROUTE}"
@@ -117,6 +120,7 @@ batching = {{ max_delay_ms = 2.0, max_batch = 64, eager = true }}
 [[routes]]
 name = "{CNN_ROUTE}"
 model = "{CNN_MODEL}"
+batching = false
 """
 PATHS = ("triton", "floor", "switchyard")
 """The three ways to the model, in the order they are measured at each concurrency (closed and open loop)."""

@@ -316,7 +316,7 @@ def test_peer_pipeline_is_the_routes_file_and_runs_the_gateway_ops(tmp_path: Pat
     assert set(routes) == {pipeline.ROUTE, pipeline.BATCHED_ROUTE}
     route = routes[pipeline.ROUTE]
     assert [op.op for op in route.pre] == [op["op"] for op in pipeline.PRE_OPS]
-    assert routes[pipeline.BATCHED_ROUTE].batching is not None and route.batching is None
+    assert routes[pipeline.BATCHED_ROUTE].batching is not None and route.batching is False
 
     split = digits_split()
     steps = pipeline.Pipeline()
