@@ -552,9 +552,9 @@ def run(
             gateways: dict[int, ServerProcess] = {}
             for count in sorted({path.gateway_workers for c in comparisons for path in c.paths}):
                 log(f"starting switchyard with {count} worker process(es)")
-                command = [*gateway_command(triton.grpc_url, routes), "--workers", str(count)]
+                gateway_argv = [*gateway_command(triton.grpc_url, routes), "--workers", str(count)]
                 name = gateway_name(count)
-                gateways[count] = ServerProcess.start(name, command, work_dir, child_env())
+                gateways[count] = ServerProcess.start(name, gateway_argv, work_dir, child_env())
             counters, close_counters = triton_counters(triton.grpc_url)
             try:
                 servers = {"triton": triton.pid or 0}
