@@ -7,9 +7,10 @@ Usage::
 Each report is recognised by what it holds: a ``benchmarks.run`` report
 (``comparison`` rows with a ``target``) gives ``throughput.png`` (closed-loop
 throughput against concurrency, one line per path: direct Triton, the floor,
-the gateway's routes; the CNN on its own axes) and ``cpu_per_request.png``
-(CPU-µs per request of Triton and of the hop, stacked, per path at the
-highest concurrency every digits path reached); a ``benchmarks.patterns``
+the gateway's routes; the CNN on its own axes, as bars when it has one
+concurrency) and ``cpu_per_request.png`` (CPU-µs per request of Triton and of
+the hop, stacked, per path at the highest concurrency every path of the model
+reached); a ``benchmarks.patterns``
 report with the ``default_batching`` comparison gives ``batching.png`` (p50
 and throughput of the default route and of ``batching = false`` against
 concurrency). Medians over rounds where a point was measured several times.
@@ -67,11 +68,20 @@ def plot_throughput(report: dict[str, Any], path: Path) -> None:
     panels = [(name, lines) for name, lines in (("digits_logreg", digits), ("image_cnn", cnn)) if lines]
     figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), squeeze=False)
     for axis, (model, lines) in zip(axes[0], panels, strict=True):
+        loads = sorted({load for points in lines.values() for load in points})
+        if len(loads) == 1:  # one concurrency: bars, one per path
+            names = list(lines)
+            axis.bar(names, [lines[name][loads[0]] for name in names])
+            axis.tick_params(axis="x", rotation=30, labelsize=7)
+            axis.set_ylabel("throughput (requests/s)")
+            axis.set_title(f"{model}, c={loads[0]:g}")
+            axis.grid(True, axis="y", alpha=0.3)
+            continue
         for target, points in lines.items():
             style = "--" if target.startswith(("triton", "cnn_triton", "floor", "cnn_floor")) else "-"
             axis.plot(list(points), list(points.values()), marker="o", linestyle=style, label=target)
         axis.set_xscale("log", base=2)
-        axis.set_xticks(sorted({load for points in lines.values() for load in points}))
+        axis.set_xticks(loads)
         axis.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:g}"))
         axis.set_xlabel("concurrency (calls in flight)")
         axis.set_ylabel("throughput (requests/s)")
