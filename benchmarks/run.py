@@ -34,7 +34,7 @@ for ``--triton-shared-memory system`` (the image reaches Triton through
 shared memory), and ``cnn_switchyard_shm_stream`` (that gateway over
 ``InferStream``, one stream per load generator process; not with h2load),
 closed loop at ``cnn_concurrency`` (32; 8 and 32 in full), each compared
-with ``cnn_triton`` (the issue's direct-Triton baseline, unary calls).
+with ``cnn_triton`` (the direct-Triton baseline, unary calls).
 
 Each row also gives its throughput against the unparsed floor of the same
 model, load and round (``× floor``: ``floor`` on digits, ``cnn_floor`` on the
