@@ -65,6 +65,7 @@ class SingleModelRoute(Route):
             "model",
             batcher=_batcher(config, model, backend, where),
         )
+        self.versions = self.step.resolved
         self._prepare = (
             Preprocessor(config.name, pre, [s.name for s in model.inputs], data_cache if config.data_cache else None)
             if pre
