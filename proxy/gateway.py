@@ -23,9 +23,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from switchyard.proxy import metrics
+from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool
 from switchyard.proxy.backend.pool import TritonPool
 from switchyard.proxy.backend.shared_memory import SharedMemoryPool
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
@@ -38,6 +41,7 @@ from switchyard.proxy.grpc.security import Security, load_security
 from switchyard.proxy.jobs import JobQueue
 from switchyard.proxy.lifecycle.dataplane import DataPlane
 from switchyard.proxy.metrics import start_metrics_server
+from switchyard.proxy.ops.array_module import array_module
 from switchyard.proxy.reloading import Prepare, Reloader, ReloadOutcome
 from switchyard.proxy.routes.schema import RoutesFile
 from switchyard.proxy.routes.table import RouteTable, build_routes
@@ -113,6 +117,7 @@ class Gateway:
         self._data_cache: Cache | None = None
         self.jobs: JobQueue | None = None
         self._plane: DataPlane | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Starts serving; returns the bound gRPC port."""
@@ -123,6 +128,7 @@ class Gateway:
             s.triton_url,
             max_message_bytes=s.max_message_bytes,
             shared_memory=self._shared_memory if s.triton_shared_memory == "system" else None,
+            cuda_shared_memory=self._cuda_shared_memory if s.triton_shared_memory == "system" else None,
             dns_refresh_s=s.triton_dns_refresh_s,
         )
         await self._backend.start()
@@ -188,6 +194,8 @@ class Gateway:
         if port == 0:
             raise PortInUse(f"cannot listen on {address}: the port is in use or the address is not local")
         await self._health.start()
+        if metrics.MULTIPROCESS:
+            self._flusher = asyncio.create_task(metrics.flush_every(), name="metrics-flush")
         if self.jobs is not None:
             await self.jobs.start()
         await server.start()
@@ -235,6 +243,19 @@ class Gateway:
             label=endpoint,
         )
 
+    def _cuda_shared_memory(self, endpoint: str) -> CudaSharedMemoryPool | None:
+        """CUDA shared-memory slots for a Triton endpoint on this host, when the ops run on a GPU (CuPy)."""
+        if array_module() is np:
+            return None
+        s = self.settings
+        return CudaSharedMemoryPool(
+            slots=s.triton_shm_slots,
+            slot_bytes=s.triton_shm_slot_bytes,
+            threshold_bytes=s.triton_shm_threshold_bytes,
+            quarantine_s=s.triton_shm_quarantine_s,
+            label=endpoint,
+        )
+
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
@@ -261,3 +282,7 @@ class Gateway:
             if cache is not None:
                 await cache.close()
         self._cache = self._data_cache = None
+        if self._flusher is not None:
+            self._flusher.cancel()  # flushes once more on the way out
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None

@@ -52,7 +52,8 @@ class GatewaySettings(BaseSettings):
     triton_shared_memory: Literal["off", "system"] = Field(
         "off",
         description="'system': large input tensors reach Triton through POSIX shared memory instead of the gRPC "
-        "message (Triton must run on this host); 'off': every tensor travels in the message.",
+        "message (Triton must run on this host), and, when the ops run on a GPU, pre-processed inputs through "
+        "CUDA shared memory without a copy to the host; 'off': every tensor travels in the message.",
     )
     triton_shm_threshold_bytes: int = Field(
         64 * 1024, ge=1, description="Inputs of at least this many bytes use shared memory (when it is on)."
@@ -104,12 +105,12 @@ class GatewaySettings(BaseSettings):
         description="Gateway processes sharing the gRPC port (SO_REUSEPORT) under `switchyard serve`; "
         "each has its own event loop, backend channel and micro-batcher.",
     )
-    worker_max_rss_mb: int | None = Field(
+    worker_max_rss_mb: int = Field(
         1024,
-        ge=64,
+        ge=0,
         description="Under `switchyard serve`: a gateway worker whose resident memory passes this many MiB is "
         "replaced by a fresh one with no call failed (the new one serves before the old one drains). It bounds "
-        "what grpcio leaks under cancelled and expired calls (grpc/grpc#43360); unset: never replaced, and "
+        "what grpcio leaks under cancelled and expired calls (grpc/grpc#43360); 0: never replaced, and "
         "with workers = 1 the gateway then runs in the serve process itself.",
     )
     cache_backend: Literal["memory", "redis"] = Field(

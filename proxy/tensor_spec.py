@@ -7,9 +7,27 @@ chain of ops is type-checked at start-up.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from switchyard.v1 import gateway_pb2 as pb
+
+
+class TensorLike(Protocol):
+    """A tensor as the backend sends it: a ``switchyard.v1.Tensor`` message, or a tensor left on the GPU."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def datatype(self) -> str: ...
+
+    @property
+    def shape(self) -> Sequence[int]: ...
+
+    @property
+    def raw_data(self) -> bytes: ...
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ import grpc
 from switchyard.proxy import errors
 from switchyard.proxy.backend.triton import InferBackend, InferResult
 from switchyard.proxy.checks import at_least
+from switchyard.proxy.tensor_spec import TensorLike
 from switchyard.v1 import gateway_pb2 as pb
 
 _LEN = struct.Struct("<I")
@@ -66,7 +67,7 @@ BatchKey = tuple[str, tuple[tuple[str, str, tuple[int, ...]], ...], tuple[str, .
 
 @dataclass
 class _Member:
-    inputs: dict[str, pb.Tensor]
+    inputs: dict[str, TensorLike]
     rows: int
     deadline: float
     request_id: str
@@ -121,7 +122,7 @@ class MicroBatcher:
     async def infer(
         self,
         version: str,
-        inputs: Sequence[pb.Tensor],
+        inputs: Sequence[TensorLike],
         outputs: Sequence[str],
         *,
         deadline: float,
@@ -243,7 +244,7 @@ class MicroBatcher:
                 await task
 
 
-def _rows_of(inputs: Sequence[pb.Tensor]) -> int | None:
+def _rows_of(inputs: Sequence[TensorLike]) -> int | None:
     """The common batch size of ``inputs``; None when they cannot be batched (no inputs, scalars, disagreeing)."""
     if not inputs:
         return None

@@ -5,7 +5,7 @@ or a DNS name (``dns:///triton-headless:8001``) re-resolved every
 ``dns_refresh_s``, one endpoint per address: a Kubernetes headless Service
 gives one address per Triton pod. Each endpoint is a
 :class:`~switchyard.proxy.backend.triton.TritonBackend` with its own channel,
-circuit breaker, shared memory (only for endpoints on this host) and metrics
+circuit breaker, shared memory (system and, with the ops on a GPU, CUDA; only for endpoints on this host) and metrics
 (label ``endpoint``); they share one retry budget.
 
 * **Balancing.** A call goes to the endpoint where it is expected to cost
@@ -45,11 +45,12 @@ from prometheus_client import Counter, Gauge
 
 from switchyard.proxy import errors
 from switchyard.proxy.backend.breaker import CircuitOpen, CircuitState
+from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool
 from switchyard.proxy.backend.endpoints import DNS_PREFIX, address, is_local, parse_endpoints
 from switchyard.proxy.backend.retry import RetryBudget
 from switchyard.proxy.backend.shared_memory import SharedMemoryPool
 from switchyard.proxy.backend.triton import MIN_ATTEMPT_S, InferResult, ModelInfo, TritonBackend
-from switchyard.v1 import gateway_pb2 as pb
+from switchyard.proxy.tensor_spec import TensorLike
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ ENDPOINT_READY = Gauge(
 
 SharedMemoryFactory = Callable[[str], SharedMemoryPool | None]
 """Shared memory for an endpoint (its ``host:port``), or None; called only for endpoints on this host."""
+CudaSharedMemoryFactory = Callable[[str], CudaSharedMemoryPool | None]
+"""CUDA shared memory for an endpoint on this host, or None."""
 
 Listener = Callable[[CircuitState], None]
 
@@ -80,6 +83,7 @@ class TritonPool:
         *,
         max_message_bytes: int,
         shared_memory: SharedMemoryFactory | None = None,
+        cuda_shared_memory: CudaSharedMemoryFactory | None = None,
         retry_budget: RetryBudget | None = None,
         dns_refresh_s: float = 5.0,
     ) -> None:
@@ -88,6 +92,7 @@ class TritonPool:
         self._dns = self._items[0].removeprefix(DNS_PREFIX) if self._items[0].startswith(DNS_PREFIX) else None
         self._max_message_bytes = max_message_bytes
         self._shared_memory = shared_memory
+        self._cuda_shared_memory = cuda_shared_memory
         self.retry_budget = retry_budget or RetryBudget()
         self.dns_refresh_s = dns_refresh_s
         self.endpoints: dict[str, TritonBackend] = {}
@@ -109,9 +114,15 @@ class TritonPool:
             self._resolver = asyncio.create_task(self._keep_resolving(), name=f"triton-dns {self._dns}")
 
     def _add(self, endpoint: str) -> None:
-        shm = self._shared_memory(endpoint) if self._shared_memory is not None and is_local(endpoint) else None
+        local = is_local(endpoint)
         backend = TritonBackend(
-            endpoint, max_message_bytes=self._max_message_bytes, retry_budget=self.retry_budget, shared_memory=shm
+            endpoint,
+            max_message_bytes=self._max_message_bytes,
+            retry_budget=self.retry_budget,
+            shared_memory=self._shared_memory(endpoint) if self._shared_memory is not None and local else None,
+            cuda_shared_memory=(
+                self._cuda_shared_memory(endpoint) if self._cuda_shared_memory is not None and local else None
+            ),
         )
         backend.breaker.add_listener(functools.partial(self._on_circuit, endpoint))
         self.endpoints[endpoint] = backend
@@ -243,6 +254,9 @@ class TritonPool:
     # -- calls -----------------------------------------------------------------------
 
     def _choose(self, model: str, exclude: set[str]) -> TritonBackend | None:
+        if len(self.endpoints) == 1:  # the common case: nothing to weigh
+            ((endpoint, backend),) = self.endpoints.items()
+            return backend if backend.circuit_closed and endpoint not in exclude else None
         now = time.monotonic()
         candidates = [
             (backend.cost(now), endpoint)
@@ -276,7 +290,7 @@ class TritonPool:
         self,
         model: str,
         version: str,
-        inputs: Sequence[pb.Tensor],
+        inputs: Sequence[TensorLike],
         outputs: Sequence[str],
         *,
         timeout_s: float,

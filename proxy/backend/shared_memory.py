@@ -57,18 +57,14 @@ class PoolStats:
     quarantined: int
 
 
-class SharedMemoryPool:
-    """Equal slots of one shared-memory segment; not thread-safe (used from one event loop)."""
+class SlotPool:
+    """Equal slots of one region Triton reads inputs from, and their lifecycle (see the module docstring).
 
-    def __init__(
-        self,
-        *,
-        slots: int,
-        slot_bytes: int,
-        threshold_bytes: int,
-        quarantine_s: float,
-        label: str = "",
-    ) -> None:
+    Not thread-safe (used from one event loop). A subclass owns the memory
+    (a POSIX segment here, device memory in ``cuda_shared_memory``).
+    """
+
+    def __init__(self, *, slots: int, slot_bytes: int, threshold_bytes: int, quarantine_s: float, label: str) -> None:
         at_least("slots", slots, 1)
         at_least("slot_bytes", slot_bytes, threshold_bytes)
         self.slots = slots
@@ -80,36 +76,29 @@ class SharedMemoryPool:
         self.label = label
         # The process id and a random part keep several gateways on one host (and on one Triton) apart.
         self.region = f"switchyard_{os.getpid()}_{secrets.token_hex(4)}"
-        self.key = "/" + self.region
         self.byte_size = slots * slot_bytes
-        self._segment: shared_memory.SharedMemory | None = shared_memory.SharedMemory(
-            name=self.region, create=True, size=self.byte_size
-        )
         self._free = list(range(slots))
         self._quarantine: list[tuple[float, int]] = []  # (free again at, slot), a heap
         self.registered = False
         """Whether Triton knows the region now (set and cleared by the backend client)."""
+        self.retry_at = 0.0
+        """After a failed registration, not tried again before this ``time.monotonic()``."""
 
     def fits(self, nbytes: int) -> bool:
         """Whether a tensor of ``nbytes`` is one this pool is for (large enough; the slot size is checked on take)."""
         return nbytes >= self.threshold_bytes
 
-    def take(self, data: bytes) -> int | None:
-        """Copies ``data`` into a free slot and returns the slot's offset, or None (the caller sends bytes)."""
-        if len(data) > self.slot_bytes:
+    def _slot_for(self, nbytes: int) -> int | None:
+        """A free slot for ``nbytes`` (counted as taken), or None (counted: too large, or none free)."""
+        if nbytes > self.slot_bytes:
             SHM_INPUTS.labels(self.label, "bytes_too_large").inc()
             return None
         self._reclaim()
-        if not self._free or self._segment is None:
+        if not self._free:
             SHM_INPUTS.labels(self.label, "bytes_exhausted").inc()
             return None
-        buf = self._segment.buf
-        assert buf is not None  # only None once closed
-        slot = self._free.pop()  # the last one given back: its pages are the warmest
-        offset = slot * self.slot_bytes
-        buf[offset : offset + len(data)] = data
         SHM_INPUTS.labels(self.label, "shm").inc()
-        return offset
+        return self._free.pop()  # the last one given back: its pages are the warmest
 
     def release(self, offset: int) -> None:
         """Triton answered the request that used the slot at ``offset``: it may be taken again."""
@@ -130,6 +119,40 @@ class SharedMemoryPool:
         self._reclaim()
         free, quarantined = len(self._free), len(self._quarantine)
         return PoolStats(self.slots, free, self.slots - free - quarantined, quarantined)
+
+
+class SharedMemoryPool(SlotPool):
+    """Equal slots of one POSIX shared-memory segment."""
+
+    def __init__(
+        self,
+        *,
+        slots: int,
+        slot_bytes: int,
+        threshold_bytes: int,
+        quarantine_s: float,
+        label: str = "",
+    ) -> None:
+        super().__init__(
+            slots=slots, slot_bytes=slot_bytes, threshold_bytes=threshold_bytes, quarantine_s=quarantine_s, label=label
+        )
+        self.key = "/" + self.region
+        self._segment: shared_memory.SharedMemory | None = shared_memory.SharedMemory(
+            name=self.region, create=True, size=self.byte_size
+        )
+
+    def take(self, data: bytes) -> int | None:
+        """Copies ``data`` into a free slot and returns the slot's offset, or None (the caller sends bytes)."""
+        if self._segment is None:
+            return None
+        slot = self._slot_for(len(data))
+        if slot is None:
+            return None
+        buf = self._segment.buf
+        assert buf is not None  # only None once closed
+        offset = slot * self.slot_bytes
+        buf[offset : offset + len(data)] = data
+        return offset
 
     def close(self) -> None:
         """Unmaps and removes the segment (unregister it from Triton first); safe to call more than once."""

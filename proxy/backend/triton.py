@@ -49,11 +49,12 @@ import grpc
 from prometheus_client import Counter, Gauge
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from switchyard.proxy import errors
+from switchyard.proxy import errors, metrics
 from switchyard.proxy.backend.breaker import CircuitBreaker, CircuitState
+from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool, DeviceTensor
 from switchyard.proxy.backend.retry import RETRIES, RETRIES_SKIPPED, RetryBudget
-from switchyard.proxy.backend.shared_memory import SHM_INPUTS, SharedMemoryPool
-from switchyard.proxy.tensor_spec import TensorSpec
+from switchyard.proxy.backend.shared_memory import SHM_INPUTS, SharedMemoryPool, SlotPool
+from switchyard.proxy.tensor_spec import TensorLike, TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1.channel import channel_options
 
@@ -184,13 +185,19 @@ async def finished(call: grpc.aio.UnaryUnaryCall[Any, R], wait_s: float | None =
     any more; it could not stop a queued request reliably anyway (Triton 2.51
     has cancellation races that can crash it).
     """
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    call.add_done_callback(lambda _call: None if done.done() else done.set_result(None))
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+    call.add_done_callback(lambda _call: None if done.done() else done.set_result(True))
     if wait_s is None:
         await done
     else:
-        async with asyncio.timeout(wait_s):
-            await done
+        # A timer completing the future rather than asyncio.timeout: no cancellation to unwind on the way.
+        timer = loop.call_later(wait_s, lambda: None if done.done() else done.set_result(False))
+        try:
+            if not await done:
+                raise TimeoutError
+        finally:
+            timer.cancel()
     return await call  # finished: its reply at once, or its AioRpcError
 
 
@@ -203,6 +210,8 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int
+    instances: int = 1
+    """Model instances Triton runs (its instance groups' counts): calls it executes at once."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +228,7 @@ class InferBackend(Protocol):
         self,
         model: str,
         version: str,
-        inputs: Sequence[pb.Tensor],
+        inputs: Sequence[TensorLike],
         outputs: Sequence[str],
         *,
         timeout_s: float,
@@ -241,6 +250,7 @@ class TritonBackend:
         breaker: CircuitBreaker | None = None,
         retry_budget: RetryBudget | None = None,
         shared_memory: SharedMemoryPool | None = None,
+        cuda_shared_memory: CudaSharedMemoryPool | None = None,
         deadline_margin_s: float = DEADLINE_MARGIN_S,
     ) -> None:
         self.url = url
@@ -254,13 +264,13 @@ class TritonBackend:
         self._prober: asyncio.Task[None] | None = None
         self.breaker.add_listener(self._on_circuit)
         self.shared_memory = shared_memory
+        self.cuda_shared_memory = cuda_shared_memory
         self._shm_lock = asyncio.Lock()
-        self._shm_retry_at = 0.0
         self.outstanding = 0
         """Inference calls of this process on this endpoint now."""
         self._latency_s = 0.0
         self._latency_at = 0.0
-        self._inflight = BACKEND_INFLIGHT.labels(url)
+        self._inflight = metrics.hot(BACKEND_INFLIGHT.labels(url))
         self._answers: dict[str, Counter] = {}
 
     def cost(self, now: float) -> float:
@@ -294,12 +304,23 @@ class TritonBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prober
             self._prober = None
-        pool, self.shared_memory = self.shared_memory, None
-        if pool is not None:
+        pools: list[SharedMemoryPool | CudaSharedMemoryPool | None] = [self.shared_memory, self.cuda_shared_memory]
+        self.shared_memory = self.cuda_shared_memory = None
+        for pool in pools:
+            if pool is None:
+                continue
             if pool.registered:
-                request = service_pb2.SystemSharedMemoryUnregisterRequest(name=pool.region)
                 try:
-                    await self._stub.SystemSharedMemoryUnregister(request, timeout=SHM_REGISTER_TIMEOUT_S)
+                    if isinstance(pool, CudaSharedMemoryPool):
+                        await self._stub.CudaSharedMemoryUnregister(
+                            service_pb2.CudaSharedMemoryUnregisterRequest(name=pool.region),
+                            timeout=SHM_REGISTER_TIMEOUT_S,
+                        )
+                    else:
+                        await self._stub.SystemSharedMemoryUnregister(
+                            service_pb2.SystemSharedMemoryUnregisterRequest(name=pool.region),
+                            timeout=SHM_REGISTER_TIMEOUT_S,
+                        )
                 except grpc.aio.AioRpcError as exc:
                     log.warning("could not unregister shared memory %s from Triton: %s", pool.region, exc.details())
                 pool.registered = False
@@ -436,13 +457,14 @@ class TritonBackend:
             inputs=tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in meta.inputs),
             outputs=tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in meta.outputs),
             max_batch_size=int(config.config.max_batch_size),
+            instances=max(1, sum(int(group.count) or 1 for group in config.config.instance_group)),
         )
 
     async def infer(
         self,
         model: str,
         version: str,
-        inputs: Sequence[pb.Tensor],
+        inputs: Sequence[TensorLike],
         outputs: Sequence[str],
         *,
         timeout_s: float,
@@ -487,37 +509,38 @@ class TritonBackend:
             self._inflight.dec()
             answered = self._answers.get(code)
             if answered is None:
-                answered = self._answers[code] = BACKEND_REQUESTS.labels(self.url, code)
+                answered = self._answers[code] = metrics.hot(BACKEND_REQUESTS.labels(self.url, code))
             answered.inc()
 
     async def _infer(
         self,
         model: str,
         version: str,
-        inputs: Sequence[pb.Tensor],
+        inputs: Sequence[TensorLike],
         outputs: Sequence[str],
         timeout_s: float,
         request_id: str,
         idempotent: bool,
         retry: bool,
     ) -> InferResult:
-        raws = [tensor.raw_data for tensor in inputs]  # every read of a protobuf bytes field copies it: once
+        # Every read of a protobuf bytes field copies it: once. A device tensor is copied to the host only if it
+        # must travel as bytes.
+        raws: list[bytes | None] = [None if isinstance(t, DeviceTensor) else t.raw_data for t in inputs]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         self.breaker.check()
         self.retry_budget.deposit()
-        pool = self.shared_memory
-        offsets: list[int] = []  # the shared-memory slots this call holds
+        slots: list[tuple[SlotPool, int]] = []  # the shared-memory slots this call holds
         in_flight = uncertain = False  # whether an attempt that used them may still be queued in Triton
         try:
-            request, offsets = await self._infer_request(model, version, request_id, inputs, raws, outputs, deadline)
+            request, slots = await self._infer_request(model, version, request_id, inputs, raws, outputs, deadline)
             retried = reregistered = False
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise errors.DeadlineExceeded(f"deadline exceeded before calling model {model!r}")
                 try:
-                    in_flight = bool(offsets)
+                    in_flight = bool(slots)
                     call = self._stub.ModelInfer(request, timeout=remaining + self.deadline_margin_s)
                     reply = await finished(call, remaining)
                     in_flight = False
@@ -527,17 +550,19 @@ class TritonBackend:
                 except grpc.aio.AioRpcError as exc:
                     in_flight = False
                     failure = self._failed(exc)
-                    if offsets and not (failure.not_sent or exc.code() in _ANSWERED):
+                    if slots and not (failure.not_sent or exc.code() in _ANSWERED):
                         uncertain = True
-                    if pool is not None and offsets and not uncertain and not reregistered and _unknown_region(exc):
+                    if slots and not uncertain and not reregistered and _unknown_region(exc):
                         # Triton no longer knows the region (it restarted): register it again, send once more.
-                        log.info("Triton at %s lost shared memory %s: registering it again", self.url, pool.key)
                         reregistered = True
-                        pool.registered = False
-                        for offset in offsets:
+                        for pool, offset in slots:
+                            if pool.registered:
+                                log.info("Triton at %s lost shared memory %s: registering it again",
+                                         self.url, pool.region)  # fmt: skip
+                            pool.registered = False
                             pool.release(offset)
-                        offsets = []
-                        request, offsets = await self._infer_request(
+                        slots = []
+                        request, slots = await self._infer_request(
                             model, version, request_id, inputs, raws, outputs, deadline
                         )
                         continue
@@ -554,11 +579,10 @@ class TritonBackend:
                 self.breaker.record_success()
                 break
         finally:
-            if pool is not None:
-                # A slot Triton may still read (no answer: cancelled, timed out, lost) stays out of use.
-                keep_out = in_flight or uncertain
-                for offset in offsets:
-                    (pool.quarantine if keep_out else pool.release)(offset)
+            # A slot Triton may still read (no answer: cancelled, timed out, lost) stays out of use.
+            keep_out = in_flight or uncertain
+            for pool, offset in slots:
+                (pool.quarantine if keep_out else pool.release)(offset)
         tensors = [
             pb.Tensor(name=out.name, datatype=out.datatype, shape=out.shape, raw_data=raw)
             for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
@@ -570,62 +594,98 @@ class TritonBackend:
         model: str,
         version: str,
         request_id: str,
-        inputs: Sequence[pb.Tensor],
-        raws: Sequence[bytes],
+        inputs: Sequence[TensorLike],
+        raws: list[bytes | None],
         outputs: Sequence[str],
         deadline: float,
-    ) -> tuple[service_pb2.ModelInferRequest, list[int]]:
-        """The ModelInferRequest, and the offsets of the shared-memory slots it took (the caller gives them back)."""
+    ) -> tuple[service_pb2.ModelInferRequest, list[tuple[SlotPool, int]]]:
+        """The ModelInferRequest, and the shared-memory slots it took (the caller gives them back).
+
+        A device tensor goes through a CUDA slot when it can, anything else large
+        through a system slot; the rest travels in the message (``raws`` holds
+        the bytes, filled in here for a device tensor that needs them).
+        """
         request = service_pb2.ModelInferRequest(model_name=model, model_version=version, id=request_id)
-        pool = self.shared_memory
-        use_shm = (
-            pool is not None and any(pool.fits(len(raw)) for raw in raws) and await self._shm_registered(pool, deadline)
+        system, cuda = self.shared_memory, self.cuda_shared_memory
+        use_cuda = (
+            cuda is not None
+            and any(isinstance(t, DeviceTensor) and cuda.fits(t.nbytes) for t in inputs)
+            and await self._shm_registered(cuda, deadline)
         )
-        offsets: list[int] = []
-        for tensor, raw in zip(inputs, raws, strict=True):
+        use_system = (
+            system is not None
+            and any(raw is not None and system.fits(len(raw)) for raw in raws)
+            and await self._shm_registered(system, deadline)
+        )
+        slots: list[tuple[SlotPool, int]] = []
+        for i, tensor in enumerate(inputs):
             entry = request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-            offset = pool.take(raw) if use_shm and pool is not None and pool.fits(len(raw)) else None
+            pool: SlotPool | None = None
+            offset = nbytes = None
+            if use_cuda and cuda is not None and isinstance(tensor, DeviceTensor) and cuda.fits(tensor.nbytes):
+                pool, offset, nbytes = cuda, cuda.take(tensor), tensor.nbytes
             if offset is None:
-                # Triton pairs raw_input_contents with the inputs that carry no shared-memory region, in order.
-                request.raw_input_contents.append(raw)
-                continue
-            offsets.append(offset)
+                raw = raws[i]
+                if raw is None:
+                    raw = raws[i] = tensor.raw_data
+                if use_system and system is not None and system.fits(len(raw)):
+                    pool, offset, nbytes = system, system.take(raw), len(raw)
+                if offset is None:
+                    # Triton pairs raw_input_contents with the inputs that carry no shared-memory region, in order.
+                    request.raw_input_contents.append(raw)
+                    continue
+            assert pool is not None and nbytes is not None
+            slots.append((pool, offset))
             params = entry.parameters
-            params["shared_memory_region"].string_param = pool.region  # type: ignore[union-attr]
-            params["shared_memory_byte_size"].int64_param = len(raw)
+            params["shared_memory_region"].string_param = pool.region
+            params["shared_memory_byte_size"].int64_param = nbytes
             params["shared_memory_offset"].int64_param = offset
         for name in outputs:
             request.outputs.add(name=name)
-        return request, offsets
+        return request, slots
 
-    async def _shm_registered(self, pool: SharedMemoryPool, deadline: float) -> bool:
+    async def _shm_registered(self, pool: SlotPool, deadline: float) -> bool:
         """Whether the region is registered with Triton, registering it now if needed (one caller at a time)."""
         if pool.registered:
             return True
         now = time.monotonic()
-        if now < self._shm_retry_at or not self.breaker.closed:
+        if now < pool.retry_at or not self.breaker.closed:
             SHM_INPUTS.labels(pool.label, "bytes_unregistered").inc()
             return False
         async with self._shm_lock:
             if pool.registered:
                 return True
-            if time.monotonic() < self._shm_retry_at:
+            if time.monotonic() < pool.retry_at:
                 SHM_INPUTS.labels(pool.label, "bytes_unregistered").inc()
                 return False
             timeout = min(SHM_REGISTER_TIMEOUT_S, deadline - asyncio.get_running_loop().time())
-            request = service_pb2.SystemSharedMemoryRegisterRequest(
-                name=pool.region, key=pool.key, offset=0, byte_size=pool.byte_size
-            )
             try:
                 if timeout <= 0:
                     return False
-                await self._stub.SystemSharedMemoryRegister(request, timeout=timeout)
+                if isinstance(pool, CudaSharedMemoryPool):
+                    await self._stub.CudaSharedMemoryRegister(
+                        service_pb2.CudaSharedMemoryRegisterRequest(
+                            name=pool.region,
+                            raw_handle=pool.raw_handle,
+                            device_id=pool.device_id,
+                            byte_size=pool.byte_size,
+                        ),
+                        timeout=timeout,
+                    )
+                else:
+                    assert isinstance(pool, SharedMemoryPool)
+                    await self._stub.SystemSharedMemoryRegister(
+                        service_pb2.SystemSharedMemoryRegisterRequest(
+                            name=pool.region, key=pool.key, offset=0, byte_size=pool.byte_size
+                        ),
+                        timeout=timeout,
+                    )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:  # else: an earlier answer was lost
-                    self._shm_retry_at = time.monotonic() + SHM_REGISTER_RETRY_S
+                    pool.retry_at = time.monotonic() + SHM_REGISTER_RETRY_S
                     log.warning(
                         "cannot register shared memory %s with Triton at %s (%s: %s); large inputs go as bytes",
-                        pool.key,
+                        pool.region,
                         self.url,
                         exc.code().name,
                         exc.details(),
@@ -633,5 +693,5 @@ class TritonBackend:
                     SHM_INPUTS.labels(pool.label, "bytes_unregistered").inc()
                     return False
             pool.registered = True
-            log.info("registered shared memory %s (%d bytes) with Triton at %s", pool.key, pool.byte_size, self.url)
+            log.info("registered shared memory %s (%d bytes) with Triton at %s", pool.region, pool.byte_size, self.url)
             return True

@@ -14,11 +14,15 @@ import concurrent.futures
 import functools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, TypeVar
 
+import numpy as np
 from pydantic import BaseModel
 
+from switchyard.proxy.backend.cuda_shared_memory import DeviceTensor, as_message
 from switchyard.proxy.backend.triton import ModelInfo
 from switchyard.proxy.cache import DATA_PREFIX, Cache, cache_key
 from switchyard.proxy.errors import ConfigError
@@ -26,13 +30,15 @@ from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.ops import Op, OpTypeError, build_op
 from switchyard.proxy.ops.array_module import array_module, to_device, to_host
 from switchyard.proxy.routes.schema import OpConfig, RouteConfigBase, TensorSpecConfig
-from switchyard.proxy.tensor_spec import TensorSpec
+from switchyard.proxy.tensor_spec import TensorLike, TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
-from switchyard.v1.tensors import from_numpy, to_numpy
+from switchyard.v1.tensors import datatype_of, from_numpy, to_numpy
 
 # Above this many input bytes, ops run in a worker thread so one large
 # request cannot stall every other call on the event loop.
 OFFLOAD_BYTES = 256 * 1024
+
+T = TypeVar("T")
 
 
 @functools.cache
@@ -110,6 +116,8 @@ class Route(ABC):
         self.versions: tuple[tuple[str, str], ...] = ()
         """(model, version) of every model call: the route's pin, else the latest version Triton had ready when
         the route was built (set by each kind; a reload builds the route again)."""
+        self.bounded_by_backend = False
+        """Whether the route's only wait is a backend call that ends at the deadline on its own (see DataPlane)."""
 
     @property
     def name(self) -> str:
@@ -158,16 +166,24 @@ class Preprocessor:
     """
 
     def __init__(
-        self, route: str, ops: Sequence[Op], keep: Sequence[str], cache: Cache | None, ttl_s: float | None = None
+        self,
+        route: str,
+        ops: Sequence[Op],
+        keep: Sequence[str],
+        cache: Cache | None,
+        ttl_s: float | None = None,
+        *,
+        on_device: bool = False,
     ) -> None:
         self._route = route
         self._ops = list(ops)
         self._keep = list(keep)
         self._cache = cache if ops else None
         self._ttl_s = ttl_s
+        self._on_device = on_device
         self._config = "|".join(op.model_dump_json() + op.name for op in ops) + "|" + ",".join(keep)
 
-    async def run(self, request: pb.InferRequest, ctx: CallContext) -> list[pb.Tensor]:
+    async def run(self, request: pb.InferRequest, ctx: CallContext) -> Sequence[TensorLike]:
         if not self._ops:
             return list(request.inputs)
         key = None
@@ -180,9 +196,13 @@ class Preprocessor:
             if stored is not None:
                 return list(pb.InferResponse.FromString(stored).outputs)
         with ctx.stage("pre"):
-            tensors = await run_ops(self._ops, request.inputs, self._keep)
+            if self._on_device:
+                tensors = await run_ops_on_device(self._ops, request.inputs, self._keep)
+            else:
+                tensors = list(await run_ops(self._ops, request.inputs, self._keep))
         if key is not None and self._cache is not None:
-            await self._cache.set(key, pb.InferResponse(outputs=tensors).SerializeToString(), self._ttl_s)
+            messages = [as_message(t) for t in tensors]
+            await self._cache.set(key, pb.InferResponse(outputs=messages).SerializeToString(), self._ttl_s)
         return tensors
 
 
@@ -242,16 +262,45 @@ def chain_specs(ops: Sequence[Op], specs: Sequence[TensorSpec], where: str) -> d
 
 async def run_ops(ops: Sequence[Op], tensors: Sequence[pb.Tensor], keep: Sequence[str]) -> list[pb.Tensor]:
     """Decodes ``tensors``, runs ``ops`` on the array module and encodes the tensors named in ``keep``."""
+    return await _offloaded(_run_ops_sync, ops, tensors, keep)
+
+
+async def run_ops_on_device(ops: Sequence[Op], tensors: Sequence[pb.Tensor], keep: Sequence[str]) -> list[TensorLike]:
+    """:func:`run_ops`, but the tensors the ops leave on the GPU stay there, as :class:`DeviceTensor`.
+
+    What a route hands to Triton through CUDA shared memory; on NumPy the same as :func:`run_ops`.
+    """
+    return await _offloaded(_run_ops_on_device_sync, ops, tensors, keep)
+
+
+async def _offloaded(run: Callable[..., T], ops: Sequence[Op], tensors: Sequence[pb.Tensor], keep: Sequence[str]) -> T:
     size = sum(len(t.raw_data) for t in tensors)
     if size > OFFLOAD_BYTES:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_offload_pool(), _run_ops_sync, ops, tensors, keep)
-    return _run_ops_sync(ops, tensors, keep)
+        return await loop.run_in_executor(_offload_pool(), run, ops, tensors, keep)
+    return run(ops, tensors, keep)
 
 
-def _run_ops_sync(ops: Sequence[Op], tensors: Sequence[pb.Tensor], keep: Sequence[str]) -> list[pb.Tensor]:
+def _applied(ops: Sequence[Op], tensors: Sequence[pb.Tensor]) -> tuple[dict[str, Any], ModuleType]:
     xp = array_module()
     arrays = {t.name: to_device(to_numpy(t), xp) for t in tensors}
     for op in ops:
         arrays = op.apply(arrays, xp)
+    return arrays, xp
+
+
+def _run_ops_sync(ops: Sequence[Op], tensors: Sequence[pb.Tensor], keep: Sequence[str]) -> list[pb.Tensor]:
+    arrays, _ = _applied(ops, tensors)
     return [from_numpy(name, to_host(arrays[name])) for name in keep]
+
+
+def _run_ops_on_device_sync(ops: Sequence[Op], tensors: Sequence[pb.Tensor], keep: Sequence[str]) -> list[TensorLike]:
+    arrays, xp = _applied(ops, tensors)
+    kept: list[TensorLike] = []
+    for name in keep:
+        array = arrays[name]
+        if xp is np or isinstance(array, np.ndarray):  # NumPy, or a BYTES tensor (those stay on the host)
+            kept.append(from_numpy(name, to_host(array)))
+        else:
+            kept.append(DeviceTensor(name, datatype_of(np.empty((0,), dtype=array.dtype)), array))
+    return kept

@@ -23,6 +23,7 @@ from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
+from switchyard.proxy.backend.cuda_shared_memory import as_message
 from switchyard.proxy.backend.triton import InferBackend, ModelInfo
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.lifecycle.context import CallContext
@@ -120,7 +121,8 @@ class _Composite(Route, Generic[AnyComposite]):
         )
 
     async def _start(self, request: pb.InferRequest, ctx: CallContext) -> Tensors:
-        return {t.name: t for t in await self._pre.run(request, ctx)}
+        # Composite routes keep their pre-processed inputs on the host (Preprocessor without on_device).
+        return {t.name: as_message(t) for t in await self._pre.run(request, ctx)}
 
     async def _finish(
         self, working: Tensors, available: Sequence[str], request: pb.InferRequest, ctx: CallContext

@@ -22,7 +22,7 @@ from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.ops import Op
 from switchyard.proxy.routes.base import build_ops, chain_specs, check_version, latest_version, run_ops
 from switchyard.proxy.routes.schema import SelectConfig, StepConfig
-from switchyard.proxy.tensor_spec import TensorSpec
+from switchyard.proxy.tensor_spec import TensorLike, TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1.tensors import from_numpy, to_numpy
 
@@ -167,7 +167,7 @@ class ModelStep:
     async def call(
         self,
         model: str,
-        inputs: Sequence[pb.Tensor],
+        inputs: Sequence[TensorLike],
         outputs: Sequence[str],
         request: pb.InferRequest,
         ctx: CallContext,

@@ -30,16 +30,26 @@ from switchyard.v1 import gateway_pb2_grpc
 from switchyard.v1.channel import channel_options
 from switchyard.v1.tensors import from_numpy, to_numpy
 
+from ..proxy.array_modules import CUPY
 from .gateway_thread import GatewayThread
 
+# No micro-batching: these tests follow each request's own slots.
 ROUTES = """
 [[routes]]
 name = "digits"
 model = "digits_logreg"
+batching = false
 
 [[routes]]
 name = "cnn"
 model = "image_cnn"
+batching = false
+
+[[routes]]
+name = "digits_u8"
+model = "digits_logreg"
+inputs = [{ name = "image", datatype = "UINT8", shape = [-1, 64] }]
+pre = [{ op = "cast", tensor = "image", datatype = "FP32" }]
 """
 THRESHOLD = 4096  # a digits batch of 64 rows (16 KB) goes through shared memory, one row (256 B) does not
 SLOT_BYTES = 1024 * 1024  # one CNN image (602 KB) fits, two do not
@@ -247,3 +257,21 @@ def test_stop_unregisters_and_removes_the_segment(
     assert region not in _regions(triton_client)
     with pytest.raises(FileNotFoundError):
         shared_memory.SharedMemory(name=region)
+
+
+@pytest.mark.skipif(CUPY is None, reason="no CUDA device or CuPy: the ops run on NumPy")
+def test_inputs_pre_processed_on_the_gpu_reach_triton_through_cuda_shared_memory(
+    stub: gateway_pb2_grpc.GatewayStub, triton_client: tritongrpc.InferenceServerClient
+) -> None:
+    images = np.random.default_rng(5).integers(0, 17, size=(64, 64), dtype=np.uint8)  # 16 KB as FP32
+    try:
+        reply = stub.Infer(pb.InferRequest(route="digits_u8", inputs=[from_numpy("image", images)]), timeout=30)
+    except grpc.RpcError as exc:
+        pytest.skip(f"this Triton takes no CUDA shared memory: {exc.details()}")  # type: ignore[attr-defined]
+    regions = triton_client.get_cuda_shared_memory_status(as_json=True).get("regions", {})
+    if not any(name.startswith("switchyard_cuda_") for name in regions):
+        pytest.skip("this Triton has no CUDA shared-memory support (a CPU build): inputs went as bytes")
+    direct = stub.Infer(
+        pb.InferRequest(route="digits", inputs=[from_numpy("image", images.astype(np.float32))]), timeout=30
+    )
+    assert [to_numpy(t).tolist() for t in reply.outputs] == [to_numpy(t).tolist() for t in direct.outputs]
