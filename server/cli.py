@@ -18,6 +18,8 @@
   other hosts call (compose, Kubernetes). Supervised and restarted as under
   ``serve``; SIGTERM lets Triton finish in-flight requests, then exits 0.
 * ``switchyard models build`` — builds the bundled model repository.
+* ``switchyard models add | list | remove``, ``switchyard reload`` — users' own
+  models and reloading a running gateway (``server.model_commands``).
 * ``switchyard batch`` — scores a data set through a route: the SDK's command
   (``switchyard.client.cli`` is the ``switchyard`` entry point and adds these).
 
@@ -45,6 +47,7 @@ from switchyard.proxy.gateway import Gateway, PortInUse
 from switchyard.proxy.grpc.security import load_security
 from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewaySettings
+from switchyard.server import model_commands
 from switchyard.server.local_triton import LocalTriton, LocalTritonError
 from switchyard.server.model_sync import ModelSync, Reloads, routes_models
 from switchyard.server.workers import WorkerPool, WorkersGaveUp, WorkerStartFailed
@@ -347,6 +350,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     b = msub.add_parser("build", help="train the bundled models and write the Triton model repository")
     b.add_argument("--out", type=Path, help="where to write it (default: the user cache)")
     b.set_defaults(func=lambda a: run_command(lambda: build_models(a)))
+    model_commands.add_commands(sub, msub)  # models add | list | remove, reload
 
 
 def _at_least_one(text: str) -> int:
