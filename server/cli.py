@@ -20,6 +20,7 @@
 * ``switchyard models build`` — builds the bundled model repository.
 * ``switchyard models add | list | remove``, ``switchyard reload`` — users' own
   models and reloading a running gateway (``server.model_commands``).
+* ``switchyard init DIR`` — a project skeleton for them (``server.project_init``).
 * ``switchyard batch`` — scores a data set through a route: the SDK's command
   (``switchyard.client.cli`` is the ``switchyard`` entry point and adds these).
 
@@ -47,7 +48,7 @@ from switchyard.proxy.gateway import Gateway, PortInUse
 from switchyard.proxy.grpc.security import load_security
 from switchyard.proxy.routes.schema import load_routes
 from switchyard.proxy.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewaySettings
-from switchyard.server import model_commands
+from switchyard.server import model_commands, project_init
 from switchyard.server.local_triton import LocalTriton, LocalTritonError
 from switchyard.server.model_sync import ModelSync, Reloads, routes_models
 from switchyard.server.workers import WorkerPool, WorkersGaveUp, WorkerStartFailed
@@ -351,6 +352,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     b.add_argument("--out", type=Path, help="where to write it (default: the user cache)")
     b.set_defaults(func=lambda a: run_command(lambda: build_models(a)))
     model_commands.add_commands(sub, msub)  # models add | list | remove, reload
+    project_init.add_command(sub)  # init
 
 
 def _at_least_one(text: str) -> int:

@@ -232,3 +232,24 @@ def test_models_list_shows_the_versions(project: Project) -> None:
     done = switchyard("models", "list", "--repository", str(project.repository))
     assert done.returncode == 0, done.stderr
     assert "pair  versions 1, 2" in done.stdout and "iris  versions 1" in done.stdout
+
+
+def test_an_init_project_is_served_end_to_end(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    done = switchyard("init", str(folder))
+    assert done.returncode == 0, done.stderr
+    model = iris_pipeline(tmp_path / "iris.onnx")
+    done = switchyard(
+        "models", "add", str(model), "--name", "iris", "--repository", str(folder / "models"),
+        "--route-file", str(folder / "routes.toml"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    args = ("--config", str(folder / "routes.toml"), "--model-repository", str(folder / "models"))
+    with running_serve(*args, "--host", "127.0.0.1", "--port", "0", "--no-metrics", "--no-jobs") as serve:
+        rows = iris_rows()
+        with grpc.insecure_channel(f"127.0.0.1:{serve.port}") as channel:
+            request = pb.InferRequest(route="iris", inputs=[from_numpy("features", rows)])
+            reply = gateway_pb2_grpc.GatewayStub(channel).Infer(request, timeout=10)
+        got = outputs(reply)
+        np.testing.assert_array_equal(got["label"].reshape(-1), run_locally(model, {"features": rows})["label"])
+        assert serve.stop() == 0, serve.log
