@@ -9,11 +9,13 @@ service), as a user would.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +103,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     with routes.open("a") as out:
         out.write(CACHED_ROUTE + DOOMED_ROUTE)
     args = ("--config", str(routes), "--model-repository", str(repository), "--host", "127.0.0.1", "--port", "0")
-    with running_serve(*args, "--no-metrics", "--no-jobs") as serve:
+    with running_serve(*args, "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--no-jobs") as serve:
         channel = grpc.insecure_channel(f"127.0.0.1:{serve.port}")
         try:
             yield Project(folder, repository, routes, serve, channel)
@@ -226,6 +228,14 @@ def test_a_broken_routes_file_is_refused_with_the_field_and_the_old_routes_stay(
         project.routes.write_text(good)
     assert project.infer("pair", {"a": A, "b": B}).models[0].version == "2"
     assert project.infer("iris", {"features": iris_rows()}).outputs
+    metrics_port = project.serve.port_after("metrics")
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+        exposition = reply.read().decode()
+    # Every worker reloads: the counts are per worker process, summed.
+    ok = re.search(r'switchyard_reloads_total\{outcome="ok"\} (\d+)', exposition)
+    refused = re.search(r'switchyard_reloads_total\{outcome="refused"\} (\d+)', exposition)
+    assert ok and refused, exposition
+    assert float(ok.group(1)) >= 2 and float(refused.group(1)) >= 3
 
 
 def test_models_list_shows_the_versions(project: Project) -> None:
