@@ -149,6 +149,7 @@ async def serve(args: argparse.Namespace) -> int:
             for triton in tritons:
                 await triton.start()
             await asyncio.gather(*(t.wait_ready(settings.backend_ready_timeout_s) for t in tritons))
+            log.info("local Triton(s) ready at %s", ", ".join(t.grpc_url for t in tritons))
             reloads.sync = ModelSync(repository, tritons)
             reloads.sync.started(models)
             update: dict[str, Any] = {"triton_url": ",".join(t.grpc_url for t in tritons)}

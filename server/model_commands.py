@@ -230,7 +230,12 @@ def add_commands(
 
     ls = models.add_parser("list", help="the repository's models and versions (and their state in a Triton)")
     ls.add_argument("--repository", type=Path, help=repo_help)
-    ls.add_argument("--triton-url", help="show which versions this Triton (host:port) has ready")
+    ls.add_argument(
+        "--triton-url",
+        default=os.environ.get("SWITCHYARD_TRITON_URL"),
+        help="show which versions this Triton (host:port) has ready; serve logs its local Triton's "
+        "(default: SWITCHYARD_TRITON_URL)",
+    )
     ls.set_defaults(func=lambda args: _guarded(args, models_list))
 
     rm = models.add_parser("remove", help="delete a model (or one version) from the repository")

@@ -238,10 +238,15 @@ def test_a_broken_routes_file_is_refused_with_the_field_and_the_old_routes_stay(
     assert float(ok.group(1)) >= 2 and float(refused.group(1)) >= 3
 
 
-def test_models_list_shows_the_versions(project: Project) -> None:
+def test_models_list_shows_the_versions_and_what_triton_has_ready(project: Project) -> None:
     done = switchyard("models", "list", "--repository", str(project.repository))
     assert done.returncode == 0, done.stderr
     assert "pair  versions 1, 2" in done.stdout and "iris  versions 1" in done.stdout
+    triton = re.search(r"local Triton\(s\) ready at (\S+)", project.serve.log)
+    assert triton, project.serve.log
+    done = switchyard("models", "list", "--repository", str(project.repository), "--triton-url", triton.group(1))
+    assert done.returncode == 0, done.stderr
+    assert "pair  versions 1, 2  ready in Triton: 1, 2" in done.stdout, done.stdout
 
 
 def test_an_init_project_is_served_end_to_end(tmp_path: Path) -> None:
