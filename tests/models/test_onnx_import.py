@@ -151,3 +151,11 @@ def test_the_command_exits_2_with_the_message(tmp_path: Path, capsys: pytest.Cap
     bad = two_inputs(tmp_path / "fixed.onnx", batch=2)
     assert server_main(["models", "add", str(bad), "--name", "m", "--repository", str(tmp_path / "r")]) == 2
     assert "input 'a' has shape [2, 3]" in capsys.readouterr().err
+
+
+def test_a_dynamic_inner_dimension_takes_the_given_shape(tmp_path: Path) -> None:
+    onnx_file = two_inputs(tmp_path / "wide.onnx", width="W")
+    shapes = {"a": (3,), "b": (3,), "total": (-1,), "product": (-1,)}
+    added = add_model(onnx_file, tmp_path / "repo", AddOptions(name="wide", shapes=shapes))
+    assert [(t.name, list(t.dims)) for t in _config(added.folder).input] == [("a", [3]), ("b", [3])]
+    assert [(t.name, list(t.dims)) for t in _config(added.folder).output] == [("total", [-1]), ("product", [-1])]
