@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +109,42 @@ def test_a_reload_swaps_the_routes_and_only_an_all_routes_key_may_ask(gateway: G
         assert _call(channel, "arriving").models[0].name == "digits_mlp"
         _call(channel, "digits")
         assert _call(channel, "digits").cached  # the new definition: cached
+
+
+def test_calls_on_a_removed_route_finish_or_are_not_found_and_nothing_else(gateway: GatewayThread) -> None:
+    """Calls in flight during the swap finish on the old route; those after it are NOT_FOUND; none fails otherwise."""
+    routes_file = gateway.gateway.settings.routes_file
+    assert routes_file is not None
+    outcomes: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def calls() -> None:
+        with grpc.insecure_channel(gateway.target) as channel:
+            while not stop.is_set():
+                try:
+                    _call(channel, "leaving")
+                    outcomes["OK"] += 1
+                except grpc.RpcError as exc:
+                    outcomes[exc.code().name] += 1
+
+    threads = [threading.Thread(target=calls) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        with grpc.insecure_channel(gateway.target) as channel:
+            while outcomes["OK"] < 20:
+                stop.wait(0.05)
+            routes_file.write_text(SECOND)
+            _reload(channel)
+            before = outcomes["NOT_FOUND"]
+            while outcomes["NOT_FOUND"] < before + 20:
+                stop.wait(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    print(f"\ncalls on a route removed by a reload: {dict(outcomes)}")
+    assert set(outcomes) == {"OK", "NOT_FOUND"}, outcomes
 
 
 @pytest.mark.parametrize(
