@@ -273,3 +273,41 @@ def test_an_init_project_is_served_end_to_end(tmp_path: Path) -> None:
         got = outputs(reply)
         np.testing.assert_array_equal(got["label"].reshape(-1), run_locally(model, {"features": rows})["label"])
         assert serve.stop() == 0, serve.log
+
+
+def test_every_worker_serves_what_a_reload_brings(tmp_path: Path) -> None:
+    """Under --workers 2, Admin/Reload reaches one worker; the supervisor loads the model and every worker reloads."""
+    repository, routes = tmp_path / "models", tmp_path / "routes.toml"
+    routes.write_text("")
+    done = switchyard(
+        "models", "add", str(two_inputs(tmp_path / "pair.onnx")), "--name", "pair", "--repository", str(repository),
+        "--route-file", str(routes),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    args = ("--config", str(routes), "--model-repository", str(repository), "--host", "127.0.0.1", "--port", "0")
+    with running_serve(*args, "--workers", "2", "--no-metrics", "--no-jobs") as serve:
+        iris = iris_pipeline(tmp_path / "iris.onnx")
+        done = switchyard(
+            "models", "add", str(iris), "--name", "iris", "--repository", str(repository), "--route-file", str(routes)
+        )
+        assert done.returncode == 0, done.stderr
+        done = switchyard("reload", "--address", f"127.0.0.1:{serve.port}")
+        assert done.returncode == 0, done.stderr
+        assert "added: iris" in done.stdout and "models loaded: iris" in done.stdout, done.stdout
+        rows = iris_rows()
+        expected = run_locally(iris, {"features": rows})["label"]
+        deadline = time.monotonic() + 30
+        answered = 0
+        while answered < 12:  # new connections spread over both workers (SO_REUSEPORT)
+            with grpc.insecure_channel(f"127.0.0.1:{serve.port}", options=[("grpc.use_local_subchannel_pool", 1)]) as c:
+                try:
+                    request = pb.InferRequest(route="iris", inputs=[from_numpy("features", rows)])
+                    reply = gateway_pb2_grpc.GatewayStub(c).Infer(request, timeout=10)
+                except grpc.RpcError as exc:
+                    # The other worker may still be reloading for a moment after the answer; never longer.
+                    assert exc.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() < deadline, exc
+                    time.sleep(0.1)
+                    continue
+            np.testing.assert_array_equal(outputs(reply)["label"].reshape(-1), expected)
+            answered += 1
+        assert serve.log.count("reloaded:") >= 2, serve.log
