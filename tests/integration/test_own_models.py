@@ -254,6 +254,22 @@ def test_models_list_shows_the_versions_and_what_triton_has_ready(project: Proje
     assert "pair  versions 1, 2  ready in Triton: 1, 2" in done.stdout, done.stdout
 
 
+def test_a_model_no_route_uses_is_removed_and_unloaded(project: Project) -> None:
+    text = project.routes.read_text()
+    start = text.index('[[routes]]\nname = "iris"')
+    end = text.find("[[routes]]", start + 1)
+    project.routes.write_text(text[:start] + (text[end:] if end != -1 else ""))
+    assert list(project.reload().removed) == ["iris"]
+    triton = re.search(r"local Triton\(s\) ready at (\S+)", project.serve.log)
+    assert triton, project.serve.log
+    repo = ("--repository", str(project.repository), "--triton-url", triton.group(1))
+    done = switchyard("models", "remove", "iris", *repo)
+    assert done.returncode == 0 and "removed model iris" in done.stdout, done.stdout + done.stderr
+    done = switchyard("models", "list", *repo)
+    assert "iris" not in done.stdout and "pair  versions 1, 2  ready in Triton: 1, 2" in done.stdout, done.stdout
+    assert project.infer("pair", {"a": A, "b": B}).models[0].version == "2"
+
+
 def test_an_init_project_is_served_end_to_end(tmp_path: Path) -> None:
     folder = tmp_path / "shop"
     done = switchyard("init", str(folder))
