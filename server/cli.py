@@ -182,10 +182,11 @@ async def serve(args: argparse.Namespace) -> int:
         log.info("shutting down: draining in-flight calls for up to %g s", settings.grace_s)
         return 0
     finally:
-        for task in [*supervisors, *([reloading] if reloading is not None else [])]:
+        background = [*supervisors, *([reloading] if reloading is not None else [])]
+        for task in background:
             task.cancel()
-        if supervisors or reloading is not None:
-            await asyncio.wait([*supervisors, *([reloading] if reloading is not None else [])])
+        if background:
+            await asyncio.wait(background)
         if gateway is not None:
             await gateway.stop()
         await asyncio.gather(*(t.stop() for t in tritons))
