@@ -327,3 +327,29 @@ def test_every_worker_serves_what_a_reload_brings(tmp_path: Path) -> None:
             np.testing.assert_array_equal(outputs(reply)["label"].reshape(-1), expected)
             answered += 1
         assert serve.log.count("reloaded:") >= 2, serve.log
+
+
+def test_a_single_process_serve_reloads_on_sighup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One gateway process without a supervisor (no workers, no RSS limit): SIGHUP reloads it in place."""
+    monkeypatch.setenv("SWITCHYARD_WORKER_MAX_RSS_MB", "0")
+    repository, routes = tmp_path / "models", tmp_path / "routes.toml"
+    routes.write_text("")
+    args = ("--config", str(routes), "--model-repository", str(repository), "--host", "127.0.0.1", "--port", "0")
+    repository.mkdir()
+    with running_serve(*args, "--no-metrics", "--no-jobs") as serve:
+        assert "gateway workers" not in serve.log, serve.log
+        pair = two_inputs(tmp_path / "pair.onnx")
+        done = switchyard(
+            "models", "add", str(pair), "--name", "pair", "--repository", str(repository), "--route-file", str(routes)
+        )
+        assert done.returncode == 0, done.stderr
+        serve.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 120
+        while "reloaded:" not in serve.log:
+            assert "reload refused" not in serve.log and time.monotonic() < deadline, serve.log
+            time.sleep(0.05)
+        with grpc.insecure_channel(f"127.0.0.1:{serve.port}") as channel:
+            request = pb.InferRequest(route="pair", inputs=[from_numpy("a", A), from_numpy("b", B)])
+            reply = gateway_pb2_grpc.GatewayStub(channel).Infer(request, timeout=10)
+        np.testing.assert_array_equal(outputs(reply)["total"], run_locally(pair, {"a": A, "b": B})["total"])
+        assert serve.stop() == 0, serve.log
