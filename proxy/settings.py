@@ -153,7 +153,9 @@ class GatewaySettings(BaseSettings):
         "every process), 'off' (no Jobs service); 'auto' is redis when jobs_redis_url is set, else sqlite.",
     )
     data_dir: Path = Field(
-        default_factory=lambda: default_data_dir(), description="Folder of the embedded job store's default file."
+        default_factory=lambda: default_data_dir(),
+        description="Folder of the embedded job store's default file "
+        "(default: $XDG_DATA_HOME/switchyard, else ~/.local/share/switchyard).",
     )
     jobs_db: Path | None = Field(None, description="SQLite file of the embedded job store; unset: data_dir/jobs.db.")
     jobs_redis_url: str | None = Field(None, description="Redis of the job store (redis://host:6379/0).")
