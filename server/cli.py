@@ -52,7 +52,8 @@ from switchyard.proxy.grpc.security import load_security
 from switchyard.proxy.routes.schema import RoutesFile, load_routes
 from switchyard.proxy.routes.table import build_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.local_triton import LocalTriton, LocalTritonError
+from switchyard.server.local_triton import LocalTriton, LocalTritonError, TritonInstallation
+from switchyard.server.preflight import check_model_repository, check_ports, check_redis, where_to_set
 from switchyard.server.settings_cli import PRECEDENCE, add_settings_arguments, describe, flag_values, load_settings
 from switchyard.server.workers import WorkerPool, WorkersGaveUp, WorkerStartFailed
 
@@ -114,7 +115,9 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
 async def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     routes = load_routes(settings.routes_file or BUNDLED_ROUTES)
-    load_security(settings)  # bad TLS or API key files fail here, before Triton starts
+    # Mistakes a user can fix fail here, each with one line, before Triton starts or models are built.
+    load_security(settings)
+    await preflight(settings, args)
     tritons: list[LocalTriton] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,8 +178,21 @@ async def serve(args: argparse.Namespace) -> int:
         log.info("stopped")
 
 
+async def preflight(settings: GatewaySettings, args: argparse.Namespace) -> None:
+    """``serve``'s checks before it starts anything (``server.preflight``)."""
+    check_ports(settings)
+    if "triton_url" not in settings.model_fields_set:
+        TritonInstallation.find()  # raises TritonNotInstalled: install the triton extra or pass --triton-url
+        if args.model_repository is not None:
+            check_model_repository(args.model_repository)
+    await check_redis(settings)
+
+
 async def serve_triton(args: argparse.Namespace) -> int:
     """``switchyard triton``: runs the local Triton alone until SIGINT/SIGTERM, restarting it when it dies."""
+    TritonInstallation.find()
+    if args.model_repository is not None:
+        check_model_repository(args.model_repository)
     repository = args.model_repository or ensure_model_repository(default_model_repository())
     triton = LocalTriton(
         repository,
@@ -352,7 +368,7 @@ def run_command(command: Callable[[], int]) -> int:
     try:
         return int(command())
     except (ConfigError, PortInUse) as exc:
-        print(f"switchyard: error: {exc}", file=sys.stderr)
+        print(f"switchyard: error: {where_to_set(str(exc))}", file=sys.stderr)
         return 2
     except ValidationError as exc:
         print(f"switchyard: error: {describe(exc)}", file=sys.stderr)
