@@ -244,3 +244,14 @@ def describe(error: ValidationError, settings_file: Path | None = None) -> str:
         else:
             problems.append(f"settings: {reason}")
     return "; ".join(problems)
+
+
+def markdown_table() -> str:
+    """Every setting as a Markdown table: name, flag and variable, type, default, description."""
+    rows = ["| Setting | Flag / variable | Type | Default | What it does |", "|---|---|---|---|---|"]
+    for name, info in fields():
+        description = (info.description or "").replace("|", "\\|")
+        default = default_text(info).replace("|", "\\|") or "see description"
+        kind = type_name(info).replace("|", "\\|")
+        rows.append(f"| `{name}` | `{flag_of(name)}` `{env_of(name)}` | {kind} | `{default}` | {description} |")
+    return "\n".join(rows)

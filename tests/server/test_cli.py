@@ -261,3 +261,11 @@ def test_the_server_module_alone_takes_a_log_level() -> None:
     p = server_cli.parser()
     assert isinstance(p, argparse.ArgumentParser)
     assert p.parse_args(["--log-level", "debug", "models", "build"]).log_level == "DEBUG"
+
+
+def test_settings_table_in_the_docs_is_fresh() -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "settings_doc.py"), "--check"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
