@@ -2,8 +2,10 @@
 
 A fenced ``bash`` or ``python`` block right after ``<!-- runnable ... -->`` is
 an example to run. The marker may carry ``expect="text"`` (each must appear in
-the output) and ``gateway-env="NAME=value"`` (the example needs a gateway
-started with that environment, as the text before it says). Examples run in a
+the output), ``gateway-env="NAME=value"`` (the example needs a gateway
+started with that environment, as the text before it says), ``id="name"``
+and ``with="name"`` (a snippet that continues the example of that id on the
+same page: their code runs as one). Examples run in a
 scratch folder that looks like a checkout (every top-level entry linked,
 ``.venv`` the environment running the tests), with that environment's
 ``bin`` first on ``PATH``; ``localhost:8500`` becomes the live gateway's
@@ -75,14 +77,22 @@ class Example:
 def runnable_examples(path: Path) -> list[Example]:
     text = path.read_text()
     found = []
+    named: dict[str, str] = {}
     for match in MARKER.finditer(text):
         attrs = ATTR.findall(match.group("attrs"))
+        code = match.group("code")
+        for key, value in attrs:
+            if key == "with":
+                assert value in named, f"{path.name}: no runnable example with id {value!r} before this one"
+                code = named[value] + "\n" + code
+            elif key == "id":
+                named[value] = code
         found.append(
             Example(
                 page=str(path.relative_to(ROOT)),
                 line=text.count("\n", 0, match.start("code")) + 1,
                 lang=match.group("lang"),
-                code=match.group("code"),
+                code=code,
                 expects=tuple(value for key, value in attrs if key == "expect"),
                 gateway_env=next((value for key, value in attrs if key == "gateway-env"), None),
             )
@@ -161,6 +171,20 @@ def test_there_are_examples_and_every_topic_page_starts_with_one() -> None:
             f"docs/{name}: the first example is not marked runnable"
         )
     assert len(all_examples()) >= 10
+
+
+def test_every_shell_and_python_block_is_run_or_says_why_not() -> None:
+    """A block is marked runnable, or ``<!-- not run: reason -->``; the README's set-up block is run below."""
+    unmarked = []
+    for path in [README, *(ROOT / "docs" / name for name in TOPIC_PAGES)]:
+        text = path.read_text()
+        for index, match in enumerate(FENCE.finditer(text)):
+            if match.group("lang") not in ("bash", "sh", "python") or (path == README and index == 0):
+                continue
+            before = text[: match.start()].rstrip().rsplit("\n", 1)[-1]
+            if not (before.startswith("<!-- runnable") or before.startswith("<!-- not run: ")):
+                unmarked.append(f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}")
+    assert unmarked == []
 
 
 @pytest.mark.parametrize("example", all_examples(), ids=lambda e: e.id)
