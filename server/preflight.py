@@ -20,6 +20,7 @@ import redis.asyncio as redis
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.gateway import PortInUse
 from switchyard.proxy.settings import GatewaySettings
+from switchyard.server.local_triton import LocalTritonError
 from switchyard.server.settings_cli import env_of, flag_of
 from switchyard.server.workers import reserve_port
 
@@ -29,6 +30,10 @@ REDIS_TIMEOUT_S = 3.0
 
 class PreflightFailed(ConfigError):
     """Something ``serve`` needs is missing or taken; the message says which setting and what to do."""
+
+
+class ModelRepositoryMissing(LocalTritonError):
+    """``--model-repository`` names no repository (exit status 1, as other local Triton failures)."""
 
 
 def setting(name: str) -> str:
@@ -67,13 +72,13 @@ def check_ports(settings: GatewaySettings) -> None:
 def check_model_repository(path: Path) -> None:
     """A repository named with ``--model-repository`` exists and holds at least one model."""
     if not path.is_dir():
-        raise PreflightFailed(
-            f"model repository {path} (--model-repository) is not a directory: build the bundled models there "
+        raise ModelRepositoryMissing(
+            f"model repository {path} is not a directory (--model-repository): build the bundled models there "
             f"with `switchyard models build --out {path}`, or leave out --model-repository to use them"
         )
     if not any((entry / "config.pbtxt").is_file() for entry in path.iterdir()):
-        raise PreflightFailed(
-            f"model repository {path} (--model-repository) has no model (no */config.pbtxt): build the bundled "
+        raise ModelRepositoryMissing(
+            f"model repository {path} has no model (no */config.pbtxt; --model-repository): build the bundled "
             f"models there with `switchyard models build --out {path}`, or leave out --model-repository"
         )
 

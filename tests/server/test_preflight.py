@@ -15,7 +15,7 @@ import pytest
 
 from switchyard.client.cli import main
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.preflight import PreflightFailed, check_model_repository, check_redis, where_to_set
+from switchyard.server.preflight import ModelRepositoryMissing, check_model_repository, check_redis, where_to_set
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
 
 SWITCHYARD = os.path.join(sys.exec_prefix, "bin", "switchyard")
@@ -69,11 +69,11 @@ def test_model_repository_missing(tmp_path: Path) -> None:
     missing = tmp_path / "models"
     message = one_line_error(serve("--port", "0", "--metrics-port", "0", "--model-repository", str(missing)))
     assert message == (
-        f"model repository {missing} (--model-repository) is not a directory: build the bundled models there "
+        f"model repository {missing} is not a directory (--model-repository): build the bundled models there "
         f"with `switchyard models build --out {missing}`, or leave out --model-repository to use them"
     )
     missing.mkdir()
-    with pytest.raises(PreflightFailed, match="has no model"):
+    with pytest.raises(ModelRepositoryMissing, match="has no model"):
         check_model_repository(missing)
 
 
