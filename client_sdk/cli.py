@@ -29,8 +29,9 @@ def parser() -> argparse.ArgumentParser:
     try:
         from switchyard.server.cli import add_commands
     except ImportError as exc:
-        for command in ("serve", "models"):
+        for command in ("serve", "triton", "config", "models"):
             stand_in = sub.add_parser(command, help=f"(needs the server extra: {exc.name} is not installed)")
+            stand_in.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             stand_in.set_defaults(func=lambda _a, c=command: _missing(c))
     else:
         add_commands(sub)

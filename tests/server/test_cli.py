@@ -269,3 +269,25 @@ def test_settings_table_in_the_docs_is_fresh() -> None:
         [sys.executable, str(root / "scripts" / "settings_doc.py"), "--check"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_without_the_server_its_commands_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_import = __import__
+
+    def no_server(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "switchyard.server.cli":
+            raise ImportError("no server", name="uvloop")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.__import__", no_server)
+    p = parser()
+    for command in ("serve", "triton", "config", "models"):
+        assert p.parse_args([command, "--log-level", "debug"]).command == command
+    args = p.parse_args(["config", "check", "routes.toml"])
+    assert args.func(args) == 1
+    assert capsys.readouterr().err == (
+        "switchyard: error: the config command needs the server: pip install 'switchyard[server]' "
+        "(or 'switchyard[triton]')\n"
+    )
