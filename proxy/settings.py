@@ -2,7 +2,10 @@
 
 Every knob (ports, limits, timeouts, grace periods) lives here with its
 default and meaning; each can be set from the environment with the
-``SWITCHYARD_`` prefix (``SWITCHYARD_PORT=9000``) or from the command line.
+``SWITCHYARD_`` prefix (``SWITCHYARD_PORT=9000``), from the command line
+(``switchyard serve --port 9000``) or from a settings file (``port = 9000``);
+``server.settings_cli`` makes the flags and reads the file from the fields
+here, so a new field needs nothing more.
 Route definitions are not settings: they live in the routes file
 (``proxy.routes.schema``).
 """

@@ -49,6 +49,7 @@ from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.errors import ConfigError, GatewayError
 from switchyard.proxy.gateway import Gateway, PortInUse
 from switchyard.proxy.grpc.security import load_security
+from switchyard.proxy.routes.base import build_ops
 from switchyard.proxy.routes.schema import RoutesFile, load_routes
 from switchyard.proxy.routes.table import build_routes
 from switchyard.proxy.settings import GatewaySettings
@@ -239,6 +240,7 @@ def build_models(args: argparse.Namespace) -> int:
 def check_config(args: argparse.Namespace) -> int:
     """``switchyard config check``: the routes file (and a settings file) checked as ``serve`` would, not served."""
     config = load_routes(args.routes_file)
+    _check_ops(config)
     if args.settings is not None:
         load_settings({}, args.settings)
     if args.triton_url:
@@ -247,6 +249,17 @@ def check_config(args: argparse.Namespace) -> int:
     checked = f" against {args.triton_url}" if args.triton_url else ""
     print(f"switchyard: {args.routes_file}: {len(config.routes)} routes OK{checked} ({names})")
     return 0
+
+
+def _check_ops(config: RoutesFile) -> None:
+    """Every op of every route exists and takes its parameters (what start-up checks before any model)."""
+    for route in config.routes:
+        where = f"routes[{route.name}]"
+        build_ops(route.pre, f"{where}.pre")
+        build_ops(route.post, f"{where}.post")
+        for kind in ("steps", "branches", "stages"):
+            for i, step in enumerate(getattr(route, kind, ())):
+                build_ops(step.post, f"{where}.{kind}[{i}].post")
 
 
 async def _check_against_triton(config: RoutesFile, triton_url: str) -> None:

@@ -291,3 +291,13 @@ def test_without_the_server_its_commands_say_what_to_install(
         "switchyard: error: the config command needs the server: pip install 'switchyard[server]' "
         "(or 'switchyard[triton]')\n"
     )
+
+
+def test_config_check_checks_ops_and_their_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    routes = tmp_path / "routes.toml"
+    routes.write_text('[[routes]]\nname = "d"\nmodel = "digits_logreg"\npre = [{ op = "nosuchop" }]\n')
+    assert main(["config", "check", str(routes)]) == 2
+    assert capsys.readouterr().err.startswith("switchyard: error: routes[d].pre[0].op: unknown op 'nosuchop' (known: ")
+    routes.write_text('[[routes]]\nname = "d"\nmodel = "digits_logreg"\npost = [{ op = "topk", tensor = "p", kk = 3 }]')
+    assert main(["config", "check", str(routes)]) == 2
+    assert "routes[d].post[0].kk: Extra inputs are not permitted" in capsys.readouterr().err
