@@ -295,7 +295,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--settings",
         type=Path,
         metavar="FILE",
-        help="settings file (TOML: one 'setting_name = value' per line, names as the flags below with _ for -)",
+        help="settings file (TOML: one 'setting_name = value' per line, names as the flags below with _ for -; "
+        "relative paths in it are relative to its folder)",
     )
     s.add_argument("--no-metrics", action="store_true", help="do not serve metrics (as --metrics-port none)")
     s.add_argument("--no-jobs", action="store_true", help="do not serve the Jobs service (as --jobs-store off)")

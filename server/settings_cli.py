@@ -195,7 +195,10 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def read_settings_file(path: Path) -> dict[str, Any]:
-    """The settings in a TOML file; ConfigError naming the file and the key for a bad file or an unknown key."""
+    """The settings in a TOML file; ConfigError naming the file and the key for a bad file or an unknown key.
+
+    A relative path in it (``routes_file = "routes.toml"``) is relative to the file's folder.
+    """
     try:
         text = path.read_text()
     except OSError as exc:
@@ -210,6 +213,9 @@ def read_settings_file(path: Path) -> dict[str, Any]:
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else "; `switchyard serve --help` lists every setting"
             raise ConfigError(f"{path}: unknown setting '{key}'{hint}")
+        base, _ = _split_optional(known[key].annotation)
+        if base is Path and isinstance(data[key], str) and not Path(data[key]).expanduser().is_absolute():
+            data[key] = str(path.parent / data[key])
     return data
 
 

@@ -301,3 +301,12 @@ def test_config_check_checks_ops_and_their_parameters(tmp_path: Path, capsys: py
     routes.write_text('[[routes]]\nname = "d"\nmodel = "digits_logreg"\npost = [{ op = "topk", tensor = "p", kk = 3 }]')
     assert main(["config", "check", str(routes)]) == 2
     assert "routes[d].post[0].kk: Extra inputs are not permitted" in capsys.readouterr().err
+
+
+def test_relative_paths_in_a_settings_file_are_relative_to_it(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    file = tmp_path / "conf" / "settings.toml"
+    file.write_text('routes_file = "routes.toml"\ntls_cert_file = "/etc/tls/cert.pem"\n')
+    settings = serve_settings("--settings", str(file))
+    assert settings.routes_file == tmp_path / "conf" / "routes.toml"
+    assert settings.tls_cert_file == Path("/etc/tls/cert.pem")
