@@ -1,6 +1,6 @@
 """A C load generator for closed-loop points: ``h2load`` (nghttp2) driving unary gRPC or HTTP/1.1 calls.
 
-The Python load generator (``loadgen.py``) spends 200-800 CPU-µs per request
+The Python load generator (``benchmarks.loadgen``) spends 200-800 CPU-µs per request
 on this kind of machine, and on a machine whose CPUs the servers share that
 CPU is taken from them. ``h2load`` (Debian ``nghttp2-client``) is a C client
 that spends a few tens: the same closed-loop points through it show what the
@@ -48,12 +48,12 @@ from typing import Any
 
 from benchmarks.loadgen import (
     STREAMING,
+    CpuSnapshot,
     LatencyHistogram,
     LoadGeneratorError,
     Target,
     WindowResult,
     Windows,
-    _CpuSnapshot,
     check_servers,
     converged,
     process_tree,
@@ -220,10 +220,10 @@ class H2Load:
         for index in range(windows.max_windows):
             log_path = self._dir / "requests.log"
             log_path.unlink(missing_ok=True)  # h2load appends to its log file
-            before = _CpuSnapshot.take(trees)
+            before = CpuSnapshot.take(trees)
             counts = self.counters() if self.counters else {}
             summary, h2load_cpu_s = self._run(target, concurrency, windows.window_s, body, log_path)
-            after = _CpuSnapshot.take(trees)
+            after = CpuSnapshot.take(trees)
             counts_now = self.counters() if self.counters else {}
             server_cpu, busy_pct, busy_s = after.since(before)
             histogram = LatencyHistogram()

@@ -14,7 +14,7 @@ Triton serves it, and the gateway runs as its own process
 ``digits_logreg``. The request of every path is then the same
 ``ModelInferRequest`` byte for byte (one row of 64 FP32 pixels as
 ``raw_input_contents``, model ``digits_logreg``), built and sent by the same
-load generator (``loadgen.py``, or ``h2load``); only the address differs:
+load generator (``benchmarks.loadgen``, or ``h2load``); only the address differs:
 
 * ``triton``: ``ModelInfer`` on Triton's gRPC port (the baseline);
 * ``switchyard_oip``: ``ModelInfer`` on the gateway's port (the OIP front,
@@ -45,33 +45,34 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.h2load import H2Load
-from benchmarks.loadgen import LoadGenerator, Target
-from benchmarks.run import (
-    _STARTUP_TIMEOUT_S,
+from benchmarks.common import (
     DEFAULT_OUT,
     MODEL,
     PROFILES,
-    TRITON_STREAM_MAX_CONCURRENCY,
+    STARTUP_TIMEOUT_S,
     Profile,
     ServerProcess,
-    _child_env,
-    _fmt,
-    _spread,
-    _stderr,
+    child_env,
     errors_cell,
+    format_value,
     gateway_command,
     load_cell,
+    log_stderr,
     render_table,
     report_meta,
     settled,
+    spread_of,
     write_report,
 )
+from benchmarks.h2load import H2Load
+from benchmarks.loadgen import LoadGenerator, Target
+from benchmarks.run import TRITON_STREAM_MAX_CONCURRENCY
 
-ROUTES_TOML = f"""# Written by benchmarks/oip.py: one route named like its model, so both ports take the same request.
+ROUTES_TOML = f"""# Written by benchmarks.oip: one plain route named like its model: both ports take the same request.
 [[routes]]
 name = "{MODEL}"
 model = "{MODEL}"
+batching = false
 """
 PATHS = ("triton", "switchyard_oip", "switchyard", "triton_stream", "switchyard_oip_stream")
 """In the order they are measured at each concurrency."""
@@ -128,15 +129,15 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("load", lambda row: load_cell(row) + (f" (round {row['round']})" if row["round"] > 1 else "")),
     ("path", lambda row: settled(row["target"], row)),
-    ("req/s", lambda row: _fmt(row["throughput_rps"])),
-    ("× direct", lambda row: _fmt(row["throughput_vs_direct"], ".2f")),
+    ("req/s", lambda row: format_value(row["throughput_rps"])),
+    ("× direct", lambda row: format_value(row["throughput_vs_direct"], ".2f")),
     ("p50 ms", lambda row: f"{row['latency_ms']['p50']:.2f}"),
     ("p99 ms", lambda row: f"{row['latency_ms']['p99']:.2f}"),
-    ("+p50 ms", lambda row: _fmt(row["added_p50_ms"], ".2f", signed=True)),
-    ("Triton CPU-µs/req", lambda row: _fmt(row["triton_cpu_us_per_request"])),
-    ("gateway CPU-µs/req", lambda row: _fmt(row["gateway_cpu_us_per_request"])),
-    ("loadgen CPU-µs/req", lambda row: _fmt(row["loadgen_cpu_us_per_request"])),
-    ("others' CPU %", lambda row: _fmt(row["other_cpu_pct"])),
+    ("+p50 ms", lambda row: format_value(row["added_p50_ms"], ".2f", signed=True)),
+    ("Triton CPU-µs/req", lambda row: format_value(row["triton_cpu_us_per_request"])),
+    ("gateway CPU-µs/req", lambda row: format_value(row["gateway_cpu_us_per_request"])),
+    ("loadgen CPU-µs/req", lambda row: format_value(row["loadgen_cpu_us_per_request"])),
+    ("others' CPU %", lambda row: format_value(row["other_cpu_pct"])),
     ("errors", errors_cell),
 )
 
@@ -152,7 +153,7 @@ def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if DIRECT[row["target"]] is not None:
             groups.setdefault((row["target"], row["load"]), []).append(row["throughput_vs_direct"])
     return [
-        {"target": path, "load": load, "vs": DIRECT[path], "throughput_vs_direct": _spread(values)}
+        {"target": path, "load": load, "vs": DIRECT[path], "throughput_vs_direct": spread_of(values)}
         for (path, load), values in groups.items()
     ]
 
@@ -201,13 +202,11 @@ def run(
         triton.start_sync()
         gateway: ServerProcess | None = None
         try:
-            triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
+            triton.wait_ready_sync(STARTUP_TIMEOUT_S)
             routes = work_dir / "routes.toml"
             routes.write_text(ROUTES_TOML)
             log("starting the gateway")
-            gateway = ServerProcess.start(
-                "switchyard", gateway_command(triton.grpc_url, routes), work_dir, _child_env()
-            )
+            gateway = ServerProcess.start("switchyard", gateway_command(triton.grpc_url, routes), work_dir, child_env())
             assert triton.pid is not None
             addresses = {"triton": triton.grpc_url, "switchyard": gateway.address}
             targets = {name: target(name, addresses[SERVER.get(name, "switchyard")], batch) for name in paths}
@@ -292,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds,
         driver=args.driver,
         out=args.out,
-        log=_stderr,
+        log=log_stderr,
         command=command,
     )
     return 0

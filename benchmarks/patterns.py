@@ -7,13 +7,14 @@ Usage::
     python -m benchmarks.patterns --smoke    # seconds per point, lower concurrency: checks the pieces only
     python -m benchmarks.patterns --short --only workers    # one comparison
     python -m benchmarks.patterns --short --highest-load    # each comparison at its highest load only
+    python -m benchmarks.patterns --short --only default_batching --rounds 3   # default vs batching = false
 
 One local Triton (``LocalTriton``) serves ``digits_logreg``, ``wine_classifier``
 and ``wine_alcohol_regressor`` (built as ``benchmarks.run`` builds its
 models), and one gateway process (``switchyard serve``, as ``benchmarks.run``
 starts it; a second with ``--workers 2`` for the ``workers`` comparison)
 serves the routes of ``ROUTES_TOML``. With the load generator of
-``loadgen.py`` (same windows method), six comparisons, each
+``benchmarks.loadgen`` (same windows method), six comparisons, each
 group measured back to back:
 
 * ``fanout``, c = 1 and 8: ``wine_profile`` (parallel: both wine models at
@@ -46,6 +47,16 @@ group measured back to back:
   flight) and ``digits_batched_eager2`` (``eager_calls = 2``: at once while
   fewer than two are). In open loop the latency is measured from each
   request's scheduled send time, so a batching delay shows in full.
+* ``default_batching``, c = 1, 2, 4, 8 and 32, two rounds (ABAB): the
+  default route ``digits_default`` (no ``batching`` key: micro-batching on,
+  adapted to the model) against ``digits`` (``batching = false``). Besides
+  the table it prints, per concurrency, the medians over the rounds of the
+  default's p50 and throughput over the plain route's, against the targets:
+  p50 within 5% at c <= 4, more throughput at c >= 8.
+
+Every route but ``digits_default`` says how it batches (single-model routes
+micro-batch by default when their model batches): the plain ones say
+``batching = false``.
 
 Besides throughput, latency and CPU per request (gateway and Triton), every
 row gives Triton's own count of requests and of model executions per 1000
@@ -67,29 +78,36 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.loadgen import LoadGenerator, Target, Windows
-from benchmarks.run import (
-    _STARTUP_TIMEOUT_S,
+from benchmarks.common import (
     DEFAULT_OUT,
     PROFILES,
+    STARTUP_TIMEOUT_S,
     ServerProcess,
-    _child_env,
-    _fmt,
-    _stderr,
+    child_env,
     errors_cell,
+    format_value,
     gateway_command,
     load_cell,
+    log_stderr,
     render_table,
     report_meta,
     settled,
+    spread_of,
     write_report,
 )
+from benchmarks.loadgen import LoadGenerator, Target, Windows
 
 MODELS = ("digits_logreg", "wine_classifier", "wine_alcohol_regressor")
-ROUTES_TOML = """# Written by benchmarks/patterns.py: the routes it compares (names as in the bundled routes).
+ROUTES_TOML = """# Written by benchmarks.patterns: the routes it compares (names as in the bundled routes).
+# Single-model routes micro-batch by default when the model batches; all but digits_default say how.
+[[routes]]
+name = "digits_default"
+model = "digits_logreg"
+
 [[routes]]
 name = "digits"
 model = "digits_logreg"
+batching = false
 
 [[routes]]
 name = "digits_batched"
@@ -104,32 +122,38 @@ batching = { max_delay_ms = 2.0, max_batch = 64, eager = true, eager_calls = 2 }
 [[routes]]
 name = "digits_cached"
 model = "digits_logreg"
+batching = false
 coalesce = true
 cache = { ttl_s = 300 }
 
 [[routes]]
 name = "digits_coalesced"
 model = "digits_logreg"
+batching = false
 coalesce = true
 
 [[routes]]
 name = "digits_ttl1ms"
 model = "digits_logreg"
+batching = false
 cache = { ttl_s = 0.001 }
 
 [[routes]]
 name = "digits_ttl1ms_coalesced"
 model = "digits_logreg"
+batching = false
 coalesce = true
 cache = { ttl_s = 0.001 }
 
 [[routes]]
 name = "wine"
 model = "wine_classifier"
+batching = false
 
 [[routes]]
 name = "wine_alcohol"
 model = "wine_alcohol_regressor"
+batching = false
 [[routes.post]]
 op = "clip"
 tensor = "alcohol"
@@ -197,6 +221,10 @@ class Comparison:
     """Connections each load generator process opens to the gateway (calls take them in turn)."""
     open_loop: bool = False
     """Also measured in open loop, at the profile's ``RATES`` (after the closed-loop loads)."""
+    levels: tuple[int, ...] = ()
+    """Closed-loop concurrencies in every profile but smoke, instead of those of ``loads``."""
+    rounds: int = 1
+    """How many times each closed-loop load is measured, every path in each round (ABAB)."""
 
 
 COMPARISONS = (
@@ -260,7 +288,18 @@ COMPARISONS = (
         ("high",),
         open_loop=True,
     ),
+    Comparison(
+        "default_batching",
+        "micro-batching on by default (adaptive) vs batching = false, c = 1 to 32",
+        (Case("batching_off", "digits"), Case("default", "digits_default")),
+        ("high",),
+        levels=(1, 2, 4, 8, 32),
+        rounds=2,
+    ),
 )
+DEFAULT_BATCHING_TARGETS = {"p50_within": 0.05, "p50_up_to_c": 4, "throughput_above_from_c": 8}
+"""What the default route must show against ``batching = false``: p50 at most 5% higher at c <= 4, and more
+throughput at c >= 8."""
 SMOKE_WINDOWS = Windows(warmup_s=0.2, window_s=0.3, max_windows=3)
 """Smoke: shorter than ``benchmarks.run``'s smoke windows, and one load per comparison (its last)."""
 RATES = {"full": (200.0, 400.0, 800.0, 1200.0), "short": (400.0, 800.0), "smoke": (50.0,)}
@@ -270,6 +309,17 @@ CONCURRENCY = {
     "short": {"low": 1, "mid": 8, "high": 32},
     "smoke": {"low": 1, "mid": 2, "high": 4},
 }
+
+
+def closed_levels(
+    comparison: Comparison, concurrency: dict[str, int], profile_name: str, highest_load: bool
+) -> list[int]:
+    """The closed-loop concurrencies ``comparison`` is measured at in this profile (its highest only, if asked)."""
+    if comparison.levels and profile_name != "smoke":
+        levels = list(comparison.levels)
+    else:
+        levels = [concurrency[load] for load in comparison.loads]
+    return levels[-1:] if highest_load else levels
 
 
 def target(comparison: Comparison, path: Case, address: str) -> Target:
@@ -303,8 +353,11 @@ def triton_counters(url: str) -> tuple[Callable[[], dict[str, float]], Callable[
 
 
 def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per point, with its throughput against the first path of its comparison at the same load."""
-    first: dict[tuple[str, str, float], float] = {}
+    """One row per point, with its throughput and p50 against the first path of its comparison at the same load.
+
+    The first path is taken from the same round (comparisons with ``rounds`` measure every load several times).
+    """
+    first: dict[tuple[str, str, float, int], dict[str, Any]] = {}
     cases = {(c.name, p.name): p for c in COMPARISONS for p in c.paths}
     rows = []
     for result in results:
@@ -312,8 +365,10 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         case = cases.get((group, path), Case(path, ""))
         mode = result["mode"]
         load = float(result["concurrency"] if mode == "closed" else result["rate_rps"])
-        first.setdefault((group, mode, load), result["throughput_rps"])
-        base = first[(group, mode, load)]
+        key = (group, mode, load, result.get("round", 1))
+        first.setdefault(key, result)
+        base = first[key]["throughput_rps"]
+        base_p50 = first[key]["latency_ms"]["p50"]
         counters = result.get("counters_per_request", {})
         per_1000 = {name: None if value is None else round(value * 1000, 1) for name, value in counters.items()}
         rows.append(
@@ -323,7 +378,9 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mode": mode,
                 "load": load,
                 "throughput_rps": result["throughput_rps"],
+                "round": result.get("round", 1),
                 "vs_first": round(result["throughput_rps"] / base, 3) if base else None,
+                "p50_vs_first": round(result["latency_ms"]["p50"] / base_p50, 3) if base_p50 else None,
                 "latency_ms": result["latency_ms"],
                 "triton_requests_per_1000": per_1000.get("triton_requests"),
                 "triton_executions_per_1000": per_1000.get("triton_executions"),
@@ -338,6 +395,81 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def default_batching_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per concurrency, the default route's p50 and throughput over ``batching = false``'s, and the target met.
+
+    Medians and ranges over the rounds, each ratio taken within one round. Empty without that comparison.
+    """
+    by_load: dict[float, list[dict[str, Any]]] = {}
+    plain: dict[tuple[float, int], dict[str, Any]] = {}
+    for row in rows:
+        if row["comparison"] != "default_batching" or row["mode"] != "closed":
+            continue
+        if row["path"] == "default":
+            by_load.setdefault(row["load"], []).append(row)
+        else:
+            plain[row["load"], row["round"]] = row
+    targets = DEFAULT_BATCHING_TARGETS
+    summary = []
+    for load, members in sorted(by_load.items()):
+        p50 = spread_of([m["p50_vs_first"] for m in members])
+        throughput = spread_of([m["vs_first"] for m in members])
+        if load <= targets["p50_up_to_c"]:
+            goal = f"p50 × ≤ {1 + targets['p50_within']:.2f}"
+            met = p50 is not None and p50["median"] <= 1 + targets["p50_within"]
+        elif load >= targets["throughput_above_from_c"]:
+            goal = "req/s × > 1"
+            met = throughput is not None and throughput["median"] > 1.0
+        else:
+            goal, met = "–", True
+        off = [plain[load, m["round"]] for m in members if (load, m["round"]) in plain]
+        summary.append(
+            {
+                "load": load,
+                "rounds": len(members),
+                "p50_ms_off": spread_of([o["latency_ms"]["p50"] for o in off]),
+                "p50_ms_default": spread_of([m["latency_ms"]["p50"] for m in members]),
+                "p50_ratio": p50,
+                "throughput_rps_off": spread_of([o["throughput_rps"] for o in off]),
+                "throughput_rps_default": spread_of([m["throughput_rps"] for m in members]),
+                "throughput_ratio": throughput,
+                "target": goal,
+                "met": met,
+                "converged": all(m["converged"] for m in [*members, *off]),
+            }
+        )
+    return summary
+
+
+def _median_range(spread: dict[str, float] | None, spec: str) -> str:
+    if spread is None:
+        return "–"
+    text = format(spread["median"], spec)
+    if spread["min"] != spread["max"]:
+        text += f" ({format(spread['min'], spec)}–{format(spread['max'], spec)})"
+    return text
+
+
+def default_batching_table(summary: Sequence[dict[str, Any]]) -> str:
+    """``default_batching_summary`` side by side: p50 and throughput of both routes, their ratios, the targets."""
+    header = ("c", "rounds", "p50 ms off", "p50 ms default", "p50 ×", "req/s off", "req/s default", "req/s ×", "target")
+    return render_table(
+        header,
+        summary,
+        lambda row: [
+            f"{row['load']:g}",
+            str(row["rounds"]),
+            _median_range(row["p50_ms_off"], ".2f"),
+            _median_range(row["p50_ms_default"], ".2f"),
+            _median_range(row["p50_ratio"], ".2f"),
+            _median_range(row["throughput_rps_off"], ",.0f"),
+            _median_range(row["throughput_rps_default"], ",.0f"),
+            _median_range(row["throughput_ratio"], ".2f"),
+            row["target"] + ("" if row["target"] == "–" else " met" if row["met"] else " missed"),
+        ],
+    )
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     header = (
         "comparison",
@@ -345,6 +477,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         "path",
         "req/s",
         "× first",
+        "p50 × first",
         "p50 ms",
         "p99 ms",
         "Triton req/1000",
@@ -360,18 +493,19 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         rows,
         lambda row: [
             row["comparison"],
-            load_cell(row),
+            load_cell(row) + (f" (round {row['round']})" if row["round"] > 1 else ""),
             settled(row["path"], row),
-            _fmt(row["throughput_rps"]),
-            _fmt(row["vs_first"], ".2f"),
+            format_value(row["throughput_rps"]),
+            format_value(row["vs_first"], ".2f"),
+            format_value(row["p50_vs_first"], ".2f"),
             f"{row['latency_ms']['p50']:.2f}",
             f"{row['latency_ms']['p99']:.2f}",
-            _fmt(row["triton_requests_per_1000"]),
-            _fmt(row["triton_executions_per_1000"]),
-            _fmt(row["gateway_cpu_us_per_request"]),
-            _fmt(row["triton_cpu_us_per_request"]),
-            _fmt(row["loadgen_cpu_us_per_request"]),
-            _fmt(row["other_cpu_pct"]),
+            format_value(row["triton_requests_per_1000"]),
+            format_value(row["triton_executions_per_1000"]),
+            format_value(row["gateway_cpu_us_per_request"]),
+            format_value(row["triton_cpu_us_per_request"]),
+            format_value(row["loadgen_cpu_us_per_request"]),
+            format_value(row["other_cpu_pct"]),
             errors_cell(row),
         ],
     )
@@ -387,10 +521,12 @@ def run(
     command: str | None = None,
     only: Sequence[str] = (),
     highest_load: bool = False,
+    rounds: int = 0,
 ) -> dict[str, Any]:
     """Start Triton and the gateways, measure the comparisons (those named in ``only``, or all), write the report.
 
     With ``highest_load`` (always in the smoke profile) each comparison runs at its highest load only.
+    ``rounds`` (when not 0) replaces every comparison's own number of rounds (always 1 in the smoke profile).
     """
     from switchyard.models.build import MODELS as BUNDLED
     from switchyard.models.build import build_repository
@@ -410,15 +546,15 @@ def run(
         log("starting Triton")
         triton.start_sync()
         try:
-            triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
+            triton.wait_ready_sync(STARTUP_TIMEOUT_S)
             routes = work_dir / "routes.toml"
             routes.write_text(ROUTES_TOML)
             gateways: dict[int, ServerProcess] = {}
             for count in sorted({path.gateway_workers for c in comparisons for path in c.paths}):
                 log(f"starting switchyard with {count} worker process(es)")
-                command = [*gateway_command(triton.grpc_url, routes), "--workers", str(count)]
+                gateway_argv = [*gateway_command(triton.grpc_url, routes), "--workers", str(count)]
                 name = gateway_name(count)
-                gateways[count] = ServerProcess.start(name, command, work_dir, _child_env())
+                gateways[count] = ServerProcess.start(name, gateway_argv, work_dir, child_env())
             counters, close_counters = triton_counters(triton.grpc_url)
             try:
                 servers = {"triton": triton.pid or 0}
@@ -431,10 +567,15 @@ def run(
                         ]
                         for one in targets:
                             generator.probe(one)
-                        for load in comparison.loads[-1:] if highest_load else comparison.loads:
-                            for one in targets:
-                                log(f"{one.name}: closed loop, concurrency {concurrency[load]}")
-                                results.append(generator.closed_loop(one, concurrency[load], windows))
+                        levels = closed_levels(comparison, concurrency, profile_name, highest_load)
+                        measured_rounds = 1 if profile_name == "smoke" else rounds or comparison.rounds
+                        for level in levels:
+                            for round_number in range(1, measured_rounds + 1):
+                                for one in targets:
+                                    log(f"{one.name}: closed loop, concurrency {level}, round {round_number}")
+                                    result = generator.closed_loop(one, level, windows)
+                                    result["round"] = round_number
+                                    results.append(result)
                         for rate in RATES[profile_name] if comparison.open_loop else ():
                             for one in targets:
                                 log(f"{one.name}: open loop, {rate:g} requests/s")
@@ -465,12 +606,20 @@ def run(
         concurrency=concurrency,
         rates=RATES[profile_name],
         highest_load_only=highest_load,
+        rounds=rounds,
+        levels={c.name: closed_levels(c, concurrency, profile_name, highest_load) for c in comparisons},
         windows=asdict(windows),
     )
     report: dict[str, Any] = {"meta": meta, "results": results, "comparison": rows}
+    table = markdown_table(rows)
+    summary = default_batching_summary(rows)
+    if summary:
+        report["default_batching"] = summary
+        table += "\n\nDefault route (micro-batching on) against batching = false, medians over rounds:\n\n"
+        table += default_batching_table(summary)
     cpus = meta["machine"]["cpus"]
     title = f"routing patterns and streaming, {cpus} CPUs, {profile_name} profile, {started:%Y-%m-%d}"
-    write_report(out, f"patterns-{profile_name}", report, title, markdown_table(rows), log)
+    write_report(out, f"patterns-{profile_name}", report, title, table, log)
     return report
 
 
@@ -490,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--highest-load", action="store_true", help="each comparison at its highest load only (c = 8 or 32)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="measure every closed-loop load this many times (default: per comparison)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     name = "short" if args.short else "smoke" if args.smoke else "full"
@@ -500,10 +652,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         windows,
         workers=args.workers,
         out=args.out,
-        log=_stderr,
+        log=log_stderr,
         command=command,
         only=args.only,
         highest_load=args.highest_load,
+        rounds=args.rounds,
     )
     return 0
 

@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.run import DEFAULT_OUT, _spread, _stderr, render_table, report_meta, write_report
+from benchmarks.common import DEFAULT_OUT, log_stderr, render_table, report_meta, spread_of, write_report
 from switchyard.proxy.ops import Op, build_op
 from switchyard.proxy.ops.array_module import to_device, to_host
 
@@ -265,9 +265,9 @@ def summarise(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "p90_ms": statistics.median(p["p90_ms"] for p in mine),
                 "images_per_s": statistics.median(p["images_per_s"] for p in mine),
                 "decode_ms": statistics.median(ms for ms in decode_ms if ms is not None),
-                "x_numpy": _spread(x_numpy),
-                "x_per_image": _spread(x_per_image),
-                "total_images_per_s": _spread(totals),
+                "x_numpy": spread_of(x_numpy),
+                "x_per_image": spread_of(x_per_image),
+                "total_images_per_s": spread_of(totals),
             }
         )
     return rows
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--rounds must be at least 1")
         profile = Profile(profile.name, profile.batches, profile.seconds, args.rounds, profile.warmup)
     command = " ".join(["python -m benchmarks.preprocess", *(sys.argv[1:] if argv is None else argv)])
-    run(profile, xp_names=xp_names, out=args.out, log=_stderr, command=command)
+    run(profile, xp_names=xp_names, out=args.out, log=log_stderr, command=command)
     return 0
 
 

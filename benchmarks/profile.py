@@ -12,7 +12,7 @@ It starts the same stack as ``benchmarks.run`` (``stack``: the bundled
 process with ``--no-metrics`` and the routes of ``benchmarks.run`` and
 ``benchmarks.peers``; the floor and echo servers start too and stay idle),
 drives ``Gateway/Infer`` on route ``--route`` (default ``digits``) in closed loop
-with the load generator of ``loadgen.py``, and meanwhile runs
+with the load generator of ``benchmarks.loadgen``, and meanwhile runs
 ``py-spy record --pid <gateway> --format raw --nolineno`` over the whole load
 window (warm-up included). py-spy needs to ptrace the gateway: run as root, or
 allow it (``kernel.yama.ptrace_scope=0``, or ``CAP_SYS_PTRACE`` in a container).
@@ -45,21 +45,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.common import CNN_MODEL, CNN_SHAPE, DEFAULT_OUT, MODEL, cpu_model_name, log_stderr, package_versions
 from benchmarks.loadgen import LoadGenerator, Target, Windows
 from benchmarks.peers import pipeline
-from benchmarks.run import (
-    BATCHED_ROUTE,
-    CNN_MODEL,
-    CNN_ROUTE,
-    CNN_SHAPE,
-    DEFAULT_OUT,
-    MODEL,
-    ROUTE,
-    _cpu_model,
-    _stderr,
-    _versions,
-    stack,
-)
+from benchmarks.run import BATCHED_ROUTE, CNN_ROUTE, ROUTE, stack
 
 ROUTES = (ROUTE, BATCHED_ROUTE, CNN_ROUTE, pipeline.ROUTE, pipeline.BATCHED_ROUTE)
 """Routes that can be profiled: digits passthrough (default) and micro-batched, the CNN passthrough, the image
@@ -256,9 +245,9 @@ def profile(
         + (f" --route {route}" if route != ROUTE else "")
         + (f" --gateway {gateway_name}" if gateway_name != "switchyard" else "")
         + (" --native" if native else ""),
-        f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs ({_cpu_model()}), {platform.platform()}, "
+        f"{started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs ({cpu_model_name()}), {platform.platform()}, "
         f"Python {platform.python_version()}, "
-        + ", ".join(f"{name} {version}" for name, version in _versions().items()),
+        + ", ".join(f"{name} {version}" for name, version in package_versions().items()),
         f"load: {result['throughput_rps']:,.0f} req/s, p50 {result['latency_ms']['p50']:.2f} ms, "
         f"p99 {result['latency_ms']['p99']:.2f} ms, gateway "
         f"{result['cpu_us_per_request'].get('switchyard', 0):,.0f} CPU-µs/req (errors: {result['errors'] or 0})",
@@ -311,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         native=args.native,
         top=args.top,
         out=args.out,
-        log=_stderr,
+        log=log_stderr,
     )
     return 0
 

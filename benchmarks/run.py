@@ -12,10 +12,11 @@ bundled ``digits_logreg`` and ``image_cnn`` models built into a temporary
 folder, a local Triton serving them (``LocalTriton``), the Switchyard gateway
 as its own process (``python -m switchyard.server.cli serve --triton-url ...
 --port 0 --no-metrics``, with a routes file holding the ``digits`` route, its
-micro-batched twin ``digits_batched`` and the ``cnn`` route), the
+micro-batched twin ``digits_batched`` and the ``cnn`` route; the plain
+routes say ``batching = false``, since micro-batching is on by default), the
 floor proxy (``benchmarks/floor_proxy.py``) in front of the same Triton, and
 an echo server (the floor proxy with ``--echo``) that measures the load
-generator's own ceiling. Then, with the load generator of ``loadgen.py``, at
+generator's own ceiling. Then, with the load generator of ``benchmarks.loadgen``, at
 each concurrency in turn it measures the three paths to the same model with
 the same request (one row of 64 FP32 pixels): ``triton`` (ModelInfer on
 Triton's port), ``floor`` (the same bytes through the floor), ``switchyard``
@@ -33,7 +34,7 @@ for ``--triton-shared-memory system`` (the image reaches Triton through
 shared memory), and ``cnn_switchyard_shm_stream`` (that gateway over
 ``InferStream``, one stream per load generator process; not with h2load),
 closed loop at ``cnn_concurrency`` (32; 8 and 32 in full), each compared
-with ``cnn_triton`` (the issue's direct-Triton baseline, unary calls).
+with ``cnn_triton`` (the direct-Triton baseline, unary calls).
 
 Each row also gives its throughput against the unparsed floor of the same
 model, load and round (``× floor``: ``floor`` on digits, ``cnn_floor`` on the
@@ -57,25 +58,39 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime
-import importlib.metadata
 import json
 import os
-import platform
-import re
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import (
+    CNN_MODEL,
+    CNN_SHAPE,
+    DEFAULT_OUT,
+    MODEL,
+    PROFILES,
+    STARTUP_TIMEOUT_S,
+    Profile,
+    ServerProcess,
+    child_env,
+    errors_cell,
+    format_value,
+    gateway_command,
+    load_cell,
+    log_stderr,
+    machine,
+    package_versions,
+    plot_latency,
+    render_table,
+    settled,
+    spread_of,
+)
 from benchmarks.h2load import H2Load
 from benchmarks.loadgen import (
     LoadGenerator,
@@ -83,23 +98,19 @@ from benchmarks.loadgen import (
     Target,
     Windows,
     cpu_seconds,
-    hdr_available,
     process_tree,
 )
 from benchmarks.peers.pipeline import routes_toml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-MODEL = "digits_logreg"
 ROUTE = "digits"
 BATCHED_ROUTE = "digits_batched"
-CNN_MODEL = "image_cnn"
 CNN_ROUTE = "cnn"
-CNN_SHAPE = (3, 224, 224)
-ROUTES_TOML = f"""# Written by benchmarks/run.py: the routes it measures (digits plain and micro-batched; the CNN).
+ROUTES_TOML = f"""# Written by benchmarks.run: the routes it measures (digits plain and micro-batched; the CNN, plain).
+# Single-model routes micro-batch by default when the model batches: the plain ones say batching = false.
 [[routes]]
 name = "{ROUTE}"
 model = "{MODEL}"
+batching = false
 
 [[routes]]
 name = "{BATCHED_ROUTE}"
@@ -109,6 +120,7 @@ batching = {{ max_delay_ms = 2.0, max_batch = 64, eager = true }}
 [[routes]]
 name = "{CNN_ROUTE}"
 model = "{CNN_MODEL}"
+batching = false
 """
 PATHS = ("triton", "floor", "switchyard")
 """The three ways to the model, in the order they are measured at each concurrency (closed and open loop)."""
@@ -154,122 +166,7 @@ def direct_of(target: str) -> str:
     return "triton_stream" if target in STREAMED else "triton"
 
 
-_SERVING = re.compile(r"serving on (\S+):(\d+)")
-_STARTUP_TIMEOUT_S = 120.0
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    concurrency: tuple[int, ...]
-    windows: Windows
-    rates: tuple[float, ...] | str = ()
-    """Open-loop rates (requests/s), or "auto": a quarter and a half of the slowest path's best closed-loop rate."""
-    echo: bool = True
-    cnn_concurrency: tuple[int, ...] = (32,)
-    """Closed-loop concurrencies for the CNN paths (about 10 ms of model CPU per request: fewer, longer points)."""
-    cnn_windows: Windows = Windows(warmup_s=2.0, window_s=2.5)
-
-
-PROFILES = {
-    "full": Profile(
-        "full",
-        (1, 8, 32, 128),
-        Windows(warmup_s=3.0, window_s=5.0),
-        rates="auto",
-        cnn_concurrency=(8, 32),
-        cnn_windows=Windows(warmup_s=3.0, window_s=5.0),
-    ),
-    "short": Profile("short", (1, 8, 32), Windows(warmup_s=1.0, window_s=1.5)),
-    "smoke": Profile(
-        "smoke",
-        (1, 4),
-        Windows(warmup_s=0.3, window_s=0.4, max_windows=3),
-        rates=(50.0,),
-        cnn_concurrency=(2,),
-        cnn_windows=Windows(warmup_s=0.5, window_s=0.5, max_windows=3),
-    ),
-}
-
-
 # -- processes ---------------------------------------------------------------------
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when this process dies (no orphaned servers)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
-
-
-@dataclass
-class ServerProcess:
-    """A server started as a child process that prints ``serving on HOST:PORT`` on stdout once listening."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    address: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @classmethod
-    def start(cls, name: str, command: Sequence[str], work_dir: Path, env: dict[str, str]) -> ServerProcess:
-        out_path, log_path = work_dir / f"{name}.out", work_dir / f"{name}.log"
-        with open(out_path, "wb") as out, open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                list(command),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=log,
-                cwd=REPO_ROOT,
-                env=env,
-                preexec_fn=_die_with_parent(),
-            )
-        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-        while True:
-            match = _SERVING.search(out_path.read_text(errors="replace"))
-            if match:
-                return cls(name, process, f"{match.group(1)}:{match.group(2)}", log_path)
-            if process.poll() is not None or time.monotonic() > deadline:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-                raise RuntimeError(f"{name} did not start (exit status {process.returncode}); its log ends:\n{tail}")
-            time.sleep(0.05)
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _child_env() -> dict[str, str]:
-    """This environment without SWITCHYARD_* settings: the gateway runs with its defaults."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("SWITCHYARD_")}
-
-
-def gateway_command(triton_url: str, routes: Path) -> list[str]:
-    """``switchyard serve`` on a free loopback port, metrics off, with the routes file ``routes``."""
-    return [
-        *(sys.executable, "-m", "switchyard.server.cli", "serve", "--triton-url", triton_url),
-        *("--host", "127.0.0.1", "--port", "0", "--no-metrics", "--config", str(routes), "--grace-s", "1"),
-    ]
 
 
 @contextlib.contextmanager
@@ -285,11 +182,11 @@ def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]
     try:
         log("starting Triton")
         triton.start_sync()
-        triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
+        triton.wait_ready_sync(STARTUP_TIMEOUT_S)
         routes = work_dir / "routes.toml"
         # The image pipeline's routes too (benchmarks.peers measures them; here for benchmarks.profile).
         routes.write_text(ROUTES_TOML + "\n" + routes_toml())
-        python, env = sys.executable, _child_env()
+        python, env = sys.executable, child_env()
         gateway = gateway_command(triton.grpc_url, routes)
         commands = {
             "switchyard": gateway,
@@ -382,17 +279,6 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _spread(values: Sequence[float | None]) -> dict[str, float] | None:
-    """Median, min and max of the values that are not None (None when there are none)."""
-    present = [value for value in values if value is not None]
-    return {"median": statistics.median(present), "min": min(present), "max": max(present)} if present else None
-
-
-def load_cell(row: dict[str, Any]) -> str:
-    """A table's load column: ``c=32`` for a closed-loop point, ``400/s open`` for an open-loop one."""
-    return f"c={row['load']:g}" if row["mode"] == "closed" else f"{row['load']:g}/s open"
-
-
 def across_rounds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per path and load, the median and range over the rounds of each ratio (rows of ``compare``).
 
@@ -412,9 +298,9 @@ def across_rounds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "target": target,
                 "rounds": len(members),
                 "converged": all(m["converged"] for m in members),
-                **{key: _spread([m[key] for m in members]) for key in keys},
-                "p99_ms": _spread([m["latency_ms"]["p99"] for m in members]),
-                "proxy_cpu_us_per_request": _spread([m["proxy_cpu_us_per_request"] for m in members]),
+                **{key: spread_of([m[key] for m in members]) for key in keys},
+                "p99_ms": spread_of([m["latency_ms"]["p99"] for m in members]),
+                "proxy_cpu_us_per_request": spread_of([m["proxy_cpu_us_per_request"] for m in members]),
             }
         )
     return summary
@@ -446,38 +332,6 @@ def rounds_table(summary: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _fmt(value: float | None, spec: str = ",.0f", signed: bool = False) -> str:
-    if value is None:
-        return "–"
-    return format(value, ("+" if signed else "") + spec)
-
-
-NOT_SETTLED = "† the last three windows did not agree within the tolerance; figures from them anyway"
-
-
-def settled(name: str, row: dict[str, Any]) -> str:
-    """``name``, marked † when the point's windows did not settle."""
-    return name + ("" if row["converged"] else " †")
-
-
-def errors_cell(row: dict[str, Any]) -> str:
-    return ", ".join(f"{code} {count}" for code, count in row["errors"].items()) or "0"
-
-
-def render_table(
-    header: Sequence[str], rows: Sequence[dict[str, Any]], cells: Callable[[dict[str, Any]], Sequence[str]]
-) -> str:
-    """A markdown table of ``rows`` (one line each from ``cells``), with the † note when a point did not settle.
-
-    Rows without ``converged`` (points not measured in windows) count as settled.
-    """
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
-    if any(not row.get("converged", True) for row in rows):
-        lines += ["", NOT_SETTLED]
-    return "\n".join(lines)
-
-
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     header = (
         "load",
@@ -507,139 +361,29 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         return [
             load_cell(row) + (f" (round {row['round']})" if rounds else ""),
             settled(row["target"], row),
-            _fmt(row["throughput_rps"]),
-            _fmt(row["throughput_vs_direct"], ".2f"),
-            _fmt(row.get("throughput_vs_floor"), ".2f"),
-            _fmt(row["cpu_cost_vs_direct"], ".2f"),
+            format_value(row["throughput_rps"]),
+            format_value(row["throughput_vs_direct"], ".2f"),
+            format_value(row.get("throughput_vs_floor"), ".2f"),
+            format_value(row["cpu_cost_vs_direct"], ".2f"),
             *(f"{latency[key]:.2f}" for key in ("p50", "p90", "p99")),
-            _fmt(row["added_p50_ms"], ".2f", signed=True),
-            _fmt(row["added_p99_ms"], ".2f", signed=True),
-            _fmt(row["triton_cpu_us_per_request"]),
-            _fmt(row["proxy_cpu_us_per_request"]),
-            _fmt(row["loadgen_cpu_us_per_request"]),
-            _fmt(row["loadgen_cpu_pct"]),
-            _fmt(row["other_cpu_pct"]),
-            _fmt(row["machine_busy_pct"]),
+            format_value(row["added_p50_ms"], ".2f", signed=True),
+            format_value(row["added_p99_ms"], ".2f", signed=True),
+            format_value(row["triton_cpu_us_per_request"]),
+            format_value(row["proxy_cpu_us_per_request"]),
+            format_value(row["loadgen_cpu_us_per_request"]),
+            format_value(row["loadgen_cpu_pct"]),
+            format_value(row["other_cpu_pct"]),
+            format_value(row["machine_busy_pct"]),
             errors_cell(row),
         ]
 
     return render_table(header, rows, cells)
 
 
-def plot(results: Sequence[dict[str, Any]], path: Path, title: str, targets: Sequence[str] | None = None) -> bool:
-    """Latency (p50 and p99) against throughput, one line per path; False when matplotlib is missing.
-
-    ``targets`` orders the lines (default: this module's paths); each is drawn from its closed-loop points.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib import ticker
-    except ImportError:
-        return False
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
-    for target in targets if targets is not None else (*PATHS, *CLOSED_ONLY, "echo", *CNN_PATHS):
-        points = sorted(
-            (r for r in results if r["target"] == target and r["mode"] == "closed"), key=lambda r: r["concurrency"]
-        )
-        if not points:
-            continue
-        x = [r["throughput_rps"] for r in points]
-        for axis, key in zip(axes, ("p50", "p99"), strict=True):
-            y = [r["latency_ms"][key] for r in points]
-            style = "--" if target == "echo" else ":" if target in CNN_PATHS else "-"
-            line = axis.plot(x, y, marker="o", linestyle=style, label=target)[0]
-            for r, xi, yi in zip(points, x, y, strict=True):
-                axis.annotate(f"c={r['concurrency']}", (xi, yi), fontsize=7, color=line.get_color())
-    for axis, key in zip(axes, ("p50", "p99"), strict=True):
-        axis.set_xlabel("throughput (requests/s)")
-        axis.set_ylabel(f"{key} latency (ms)")
-        axis.set_yscale("log")
-        axis.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-        axis.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-        axis.tick_params(axis="y", which="minor", labelsize=7)
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend()
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return True
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("grpcio", "tritonclient", "nvidia-pytriton", "uvloop", "hdrhistogram", "switchyard"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[package] = importlib.metadata.version(package)
-    return versions
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    """The machine a report was measured on (for its ``meta``)."""
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def report_meta(started: datetime.datetime, profile: str, command: str, workers: int, **extra: Any) -> dict[str, Any]:
-    """The ``meta`` of a report: when, which profile and command, the machine, versions, then ``extra``."""
-    return {
-        "started": started.isoformat(timespec="seconds"),
-        "profile": profile,
-        "command": command,
-        "machine": machine(),
-        "versions": _versions(),
-        "workers": workers,
-        **extra,
-    }
-
-
-def write_report(
-    out: Path,
-    prefix: str,
-    report: dict[str, Any],
-    title: str,
-    table: str,
-    log: Callable[[str], None],
-    draw: Callable[[Path], bool] | None = None,
-) -> None:
-    """Write ``report`` as ``out/<prefix>-<start time>.json``, ``title`` and ``table`` as ``.md``; print the table.
-
-    ``draw(path)`` writes the ``.png`` and says whether it could (matplotlib may be missing). By default, the
-    closed-loop points of ``report["results"]`` are plotted (latency against throughput, one line per target,
-    in the order they were measured).
-    """
-    started = datetime.datetime.fromisoformat(report["meta"]["started"])
-    stem = f"{prefix}-{started:%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=True)
-    report["files"] = {"json": f"{stem}.json", "markdown": f"{stem}.md"}
-    if draw is None:
-        results = report.get("results", [])
-        targets = list(dict.fromkeys(result["target"] for result in results))
-
-        def draw(path: Path) -> bool:
-            return bool(targets) and plot(results, path, title, targets)
-
-    if draw(out / f"{stem}.png"):
-        report["files"]["plot"] = f"{stem}.png"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(f"{title}\n\n{table}\n")
-    print(table, flush=True)
-    log("wrote " + ", ".join(str(out / name) for name in report["files"].values()))
+def plot(results: Sequence[dict[str, Any]], path: Path, title: str) -> bool:
+    """Latency against throughput for every path of this comparison (``common.plot_latency``)."""
+    styles = {"echo": "--", **{target: ":" for target in CNN_PATHS}}
+    return plot_latency(results, path, title, (*PATHS, *CLOSED_ONLY, "echo", *CNN_PATHS), styles)
 
 
 def _auto_rates(results: Sequence[dict[str, Any]]) -> tuple[float, ...]:
@@ -739,7 +483,7 @@ def run(
             "profile": profile.name,
             "command": command or "python -m benchmarks.run" + ("" if profile.name == "full" else f" --{profile.name}"),
             "machine": machine(),
-            "versions": _versions(),
+            "versions": package_versions(),
             "workers": workers,
             "driver": driver,
             "batch": batch,
@@ -747,7 +491,7 @@ def run(
             "route": ROUTE,
             "cnn_model": CNN_MODEL,
             "cnn_route": CNN_ROUTE,
-            "histogram": "hdr" if hdr_available() else "log",
+            "histogram": "hdr",
             "windows": asdict(profile.windows),
             "rounds": rounds,
             "server_cpu_s_at_end": {name: round(value, 2) for name, value in totals.items()},
@@ -865,16 +609,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         batch=args.batch,
         out=args.out,
-        log=_stderr,
+        log=log_stderr,
         command=command,
         driver=args.driver,
         rounds=args.rounds,
     )
     return 1 if report["meta"]["stopped_early"] else 0
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

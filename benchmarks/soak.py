@@ -6,7 +6,9 @@ watch it), then for ``--minutes`` sends ``digits`` calls from ``--threads``
 sync clients, mixing normal calls, calls the client cancels mid-flight and
 calls with deadlines too short to meet. Every ``--interval`` seconds it prints
 requests, rate, the gateway's RSS and open file descriptors
-(``/proc/<pid>/fd``) and calls by status; at the end a summary with RSS
+(``/proc/<pid>/fd``), the RSS summed over its processes (``serve``'s
+supervisor and gateway workers, Triton left out: workers replaced past
+``worker_max_rss_mb`` show as drops) and calls by status; at the end a summary with RSS
 growth per 10k requests (measured from the end of a warm-up) and fd growth.
 
     python -m benchmarks.soak --minutes 30 --triton-url 127.0.0.1:8001
@@ -40,6 +42,48 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    return children
+
+
+def gateway_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants, without Triton and its backend stubs: the gateway's processes."""
+    children, found, todo = _children(), [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            command = Path(f"/proc/{current}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"tritonserver" in command.split(b"\0")[0]:
+            continue
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def gateway_rss(pid: int) -> tuple[int, int]:
+    """Summed RSS of the gateway's processes (the serve supervisor and its workers), and how many there are."""
+    pids = gateway_pids(pid)
+    total = 0
+    for one in pids:
+        try:
+            total += rss_bytes(one)
+        except OSError:
+            pass
+    return total, len(pids)
 
 
 def open_fds(pid: int) -> int:
@@ -160,12 +204,14 @@ def main() -> int:
             time.sleep(args.interval)
             now, total = time.monotonic(), load.total
             rss, fds = (rss_bytes(pid), open_fds(pid)) if pid else (0, 0)
+            tree_rss, processes = gateway_rss(pid) if pid else (0, 0)
             if base is None and now - started >= args.warmup:
                 base = (total, rss, fds)
             counts = " ".join(f"{k}={v}" for k, v in sorted(load.counts.items()))
             print(
                 f"[{now - started:7.0f} s] requests={total} rate={(total - last_total) / (now - last_at):.0f}/s "
-                f"rss={rss / 2**20:.1f} MiB fds={fds} {counts}",
+                f"rss={rss / 2**20:.1f} MiB fds={fds} gateway_rss={tree_rss / 2**20:.1f} MiB "
+                f"in {processes} processes {counts}",
                 flush=True,
             )
             last_total, last_at = total, now

@@ -33,7 +33,10 @@ levels. ``--driver h2load`` is passed to the parts that take it (``run``, ``oip`
 A part that fails does not stop the others; the suite then exits 1 and the
 index names it. Writes ``suite-<profile>-<time>.md`` (every part's command,
 outcome and table) and ``.json`` (the same, with each part's report files)
-into ``benchmarks/results/`` (or ``--out``).
+into ``benchmarks/results/`` (or ``--out``), and the results page's figures
+(``benchmarks.plot``: throughput against concurrency, CPU per request,
+micro-batching on and off) from the ``run`` and ``patterns`` reports into
+``suite-<profile>-<time>-figures/``.
 """
 
 from __future__ import annotations
@@ -49,11 +52,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import DEFAULT_OUT, REPO_ROOT, log_stderr
 from benchmarks.peers import PEERS_VENV, peers_python
-from benchmarks.run import DEFAULT_OUT, REPO_ROOT, _stderr
 
 PARTS = ("run", "oip", "triton_features", "patterns", "peers", "preprocess")
 """In the order they run."""
+FIGURED = ("run", "patterns")
+"""The parts whose reports the figures are drawn from (``benchmarks.plot``)."""
 DRIVEN = ("run", "oip", "peers")
 """The parts that take ``--driver``."""
 PROFILES = ("full", "short", "smoke")
@@ -156,6 +161,23 @@ def index_markdown(steps: Sequence[Step], out: Path, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw_figures(steps: Sequence[Step], out: Path, stem: str, log: Callable[[str], None] = log_stderr) -> list[Path]:
+    """The results page's figures (``benchmarks.plot``) from the reports of ``run`` and ``patterns``, into
+    ``out/<stem>-figures``; none without matplotlib or those reports."""
+    reports = [out / name for step in steps if step.part in FIGURED for name in step.reports if name.endswith(".json")]
+    if not reports:
+        return []
+    try:
+        from benchmarks import plot
+
+        written = plot.draw(reports, out / f"{stem}-figures")
+    except ImportError as exc:
+        log(f"suite: no figures ({exc}; matplotlib is in the bench extra)")
+        return []
+    log("suite: figures " + ", ".join(str(path) for path in written))
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
@@ -172,15 +194,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     started = datetime.datetime.now(datetime.UTC)
-    run_steps(steps, args.out, _stderr)
+    run_steps(steps, args.out, log_stderr)
     stem = args.out / f"suite-{profile}-{started:%Y%m%d-%H%M%S}"
     title = f"# Benchmark suite, {profile} profile, {started:%Y-%m-%d %H:%M} UTC"
     stem.with_suffix(".md").write_text(index_markdown(steps, args.out, title))
     index = {"started": started.isoformat(timespec="seconds"), "profile": profile, "driver": args.driver}
     index["parts"] = [step.to_json() for step in steps]
+    index["figures"] = [str(path.relative_to(args.out)) for path in draw_figures(steps, args.out, stem.name)]
     stem.with_suffix(".json").write_text(json.dumps(index, indent=2) + "\n")
     failed = [step.part for step in steps if step.failed]
-    _stderr(f"suite: wrote {stem.with_suffix('.md')}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    log_stderr(f"suite: wrote {stem.with_suffix('.md')}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

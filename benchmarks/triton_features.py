@@ -20,7 +20,7 @@ with one edit to its ``config.pbtxt`` and nothing else changed (the same
 * ``digits_logreg_nobatch_1inst``: neither.
 
 One Triton serves all of them. At each concurrency the variants are measured
-one after another with the load generator of ``loadgen.py``, directly on
+one after another with the load generator of ``benchmarks.loadgen``, directly on
 Triton's gRPC port (``ModelInfer``, one row of 64 FP32 pixels, as the
 ``triton`` path of ``benchmarks.run``), same windows method. Besides
 throughput, latency and Triton's CPU per request, each row gives the mean
@@ -44,22 +44,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.loadgen import LoadGenerator, Target, Windows
-from benchmarks.run import (
-    _STARTUP_TIMEOUT_S,
+from benchmarks.common import (
     CNN_MODEL,
     CNN_SHAPE,
     DEFAULT_OUT,
     MODEL,
     PROFILES,
-    _fmt,
-    _stderr,
+    STARTUP_TIMEOUT_S,
     errors_cell,
+    format_value,
+    log_stderr,
     render_table,
     report_meta,
     settled,
     write_report,
 )
+from benchmarks.loadgen import LoadGenerator, Target, Windows
 
 
 @dataclass(frozen=True)
@@ -167,14 +167,14 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("model", lambda row: settled(row["model"], row)),
     ("dynamic batching", lambda row: "on" if row["dynamic_batching"] else "off"),
     ("instances", lambda row: str(row["instances"])),
-    ("req/s", lambda row: _fmt(row["throughput_rps"])),
-    ("× default", lambda row: _fmt(row["throughput_vs_default"], ".2f")),
+    ("req/s", lambda row: format_value(row["throughput_rps"])),
+    ("× default", lambda row: format_value(row["throughput_vs_default"], ".2f")),
     ("p50 ms", lambda row: f"{row['latency_ms']['p50']:.2f}"),
     ("p99 ms", lambda row: f"{row['latency_ms']['p99']:.2f}"),
-    ("Triton CPU-µs/req", lambda row: _fmt(row["triton_cpu_us_per_request"])),
-    ("requests/execution", lambda row: _fmt(row["requests_per_execution"], ".1f")),
-    ("loadgen CPU-µs/req", lambda row: _fmt(row["loadgen_cpu_us_per_request"])),
-    ("others' CPU %", lambda row: _fmt(row["other_cpu_pct"])),
+    ("Triton CPU-µs/req", lambda row: format_value(row["triton_cpu_us_per_request"])),
+    ("requests/execution", lambda row: format_value(row["requests_per_execution"], ".1f")),
+    ("loadgen CPU-µs/req", lambda row: format_value(row["loadgen_cpu_us_per_request"])),
+    ("others' CPU %", lambda row: format_value(row["other_cpu_pct"])),
     ("errors", errors_cell),
 )
 
@@ -227,7 +227,7 @@ def run(
         log(f"starting Triton with {len(models)} models")
         triton.start_sync()
         try:
-            triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
+            triton.wait_ready_sync(STARTUP_TIMEOUT_S)
             metrics_url = f"http://{triton.host}:{triton.metrics_port}/metrics"
             assert triton.pid is not None
             with LoadGenerator(workers=workers, servers={"triton": triton.pid}, log=log) as generator:
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cnn:
         plans.append(Plan(CNN_MODEL, profile.cnn_concurrency, profile.cnn_windows))
     command = " ".join(["python -m benchmarks.triton_features", *(sys.argv[1:] if argv is None else argv)])
-    run(profile.name, plans, workers=args.workers, batch=args.batch, out=args.out, log=_stderr, command=command)
+    run(profile.name, plans, workers=args.workers, batch=args.batch, out=args.out, log=log_stderr, command=command)
     return 0
 
 

@@ -29,6 +29,7 @@ from . import jobs, messages
 from .errors import SwitchyardError, Unknown, error_from, rpc_code
 from .results import InferResult, ProgressiveResult, RouteInfo, StreamRequest
 from .retry import DEFAULT_RETRY_POLICY, CallPolicy, RetryPolicy, check_timeout
+from .shared_stream import SharedStream, SharedStreams
 from .tls import Tls, credentials_of
 
 if TYPE_CHECKING:
@@ -47,6 +48,14 @@ class AsyncClient:
     TLS or mutual TLS. ``api_key``
     sends ``authorization: Bearer <api_key>`` with every call.
 
+    ``stream_calls=True`` carries :meth:`infer` calls on ``InferStream``
+    streams shared by every call of this client (up to ``streams`` of them,
+    opened as the calls in flight grow, each call on the one with the fewest
+    waiting; see
+    :mod:`switchyard.client.shared_stream`): cheaper per call under
+    concurrency, with the same deadlines, retries, errors and cancellation as
+    unary calls.
+
     Use as ``async with AsyncClient("host:port") as client: ...`` or call
     :meth:`close` when done.
     """
@@ -61,8 +70,13 @@ class AsyncClient:
         channel_credentials: grpc.ChannelCredentials | None = None,
         api_key: str | None = None,
         tls: Tls | None = None,
+        stream_calls: bool = False,
+        streams: int = 8,
     ) -> None:
+        if streams < 1:
+            raise ValueError(f"streams must be at least 1, got {streams}")
         self.target = target
+        self.stream_calls = stream_calls
         self._calls = CallPolicy(default_timeout, retries)
         self._metadata = messages.call_metadata(metadata, api_key=api_key)
         self._credentials = credentials_of(channel_credentials, tls)
@@ -70,6 +84,8 @@ class AsyncClient:
         self._stub: gateway_pb2_grpc.GatewayStub | None = None
         self._jobs_stub: jobs_pb2_grpc.JobsStub | None = None
         self._closed = False
+        self._streams = streams
+        self._shared: SharedStreams | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -82,6 +98,9 @@ class AsyncClient:
     async def close(self) -> None:
         """Closes the channel; calls still running are cancelled. Idempotent."""
         self._closed = True
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await shared.close()
         channel, self._channel, self._stub, self._jobs_stub = self._channel, None, None, None
         if channel is not None:
             await channel.close()
@@ -165,10 +184,38 @@ class AsyncClient:
             bypass_cache=bypass_cache,
             data_key=data_key,
         )
-        response: pb.InferResponse = await self._unary(
-            self._gateway().Infer, request, timeout=timeout, idempotent=idempotent, request_id=request.request_id
-        )
+        if self.stream_calls:
+            response = await self._streamed(request, timeout=timeout, idempotent=idempotent)
+        else:
+            response = await self._unary(
+                self._gateway().Infer, request, timeout=timeout, idempotent=idempotent, request_id=request.request_id
+            )
         return messages.infer_result(response, request_id=request.request_id)
+
+    async def _streamed(self, request: pb.InferRequest, *, timeout: float | None, idempotent: bool) -> pb.InferResponse:
+        """``request`` on the shared stream, retried as :meth:`_unary` would; unary if its id is already waiting."""
+        shared = self._shared_stream()
+        assert self._shared is not None
+        if self._shared.carries(request.request_id):
+            response: pb.InferResponse = await self._unary(
+                self._gateway().Infer, request, timeout=timeout, idempotent=idempotent, request_id=request.request_id
+            )
+            return response
+        schedule = self._calls.schedule(timeout, idempotent=idempotent)
+        while True:
+            try:
+                return await shared.infer(request, schedule.timeout())
+            except SwitchyardError as error:
+                delay = schedule.retry_after(error.code)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+
+    def _shared_stream(self) -> SharedStream:
+        self._gateway()  # a closed client refuses the call
+        if self._shared is None:
+            self._shared = SharedStreams(lambda: self._gateway().InferStream(metadata=self._metadata), self._streams)
+        return self._shared.least_busy()
 
     def infer_progressive(
         self,

@@ -7,7 +7,9 @@ reflection on one port, beside the Open Inference Protocol front
 (``inference.GRPCInferenceService``, ``proxy.grpc.oip``) (TLS or mutual TLS and API keys when configured, see
 ``proxy.grpc.security``), plus Prometheus metrics on another. Unless jobs are off,
 ``switchyard.v1.Jobs`` is served on the same port, with its job store and this
-process's job workers (``proxy.jobs``). ``Gateway.stop``
+process's job workers (``proxy.jobs``). ``switchyard.v1.Admin`` (unless
+``admin_service`` is off) and ``Gateway.reload`` reload the routes file and the
+models without a restart (``proxy.reloading``). ``Gateway.stop``
 reports NOT_SERVING, stops taking calls, lets in-flight ones finish within
 the grace period, then closes the backend channel.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -28,15 +32,17 @@ from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool
 from switchyard.proxy.backend.pool import TritonPool
 from switchyard.proxy.backend.shared_memory import SharedMemoryPool
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
+from switchyard.proxy.grpc.admin import ADMIN, ADMIN_SERVICE, AdminService
 from switchyard.proxy.grpc.gateway import GatewayService
 from switchyard.proxy.grpc.handlers import GATEWAY, GATEWAY_SERVICE, JOBS, JOBS_SERVICE, OIP, OIP_SERVICE, add_service
 from switchyard.proxy.grpc.health import HealthMonitor
 from switchyard.proxy.grpc.oip import OipService
-from switchyard.proxy.grpc.security import load_security
+from switchyard.proxy.grpc.security import Security, load_security
 from switchyard.proxy.jobs import JobQueue
 from switchyard.proxy.lifecycle.dataplane import DataPlane
 from switchyard.proxy.metrics import start_metrics_server
 from switchyard.proxy.ops.array_module import array_module
+from switchyard.proxy.reloading import Prepare, Reloader, ReloadOutcome
 from switchyard.proxy.routes.schema import RoutesFile
 from switchyard.proxy.routes.table import RouteTable, build_routes
 from switchyard.proxy.settings import GatewaySettings
@@ -78,9 +84,27 @@ def _shm_room(needed: int, folder: str = "/dev/shm") -> bool:
 class Gateway:
     """One gateway server. Create and start it inside the running event loop."""
 
-    def __init__(self, settings: GatewaySettings, routes: RoutesFile, *, reuse_port: bool = False) -> None:
-        """``reuse_port``: bind the port with SO_REUSEPORT, beside the other workers of ``serve --workers``."""
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        routes: RoutesFile,
+        *,
+        reuse_port: bool = False,
+        routes_path: Path | None = None,
+        prepare_reload: Prepare | None = None,
+    ) -> None:
+        """``reuse_port``: bind the port with SO_REUSEPORT, beside the other workers of ``serve --workers``.
+
+        ``routes_path``: the file ``routes`` came from, read again by a reload (default: ``routes_file`` of the
+        settings); ``prepare_reload``: the process's own step of a reload (``proxy.reloading``).
+        """
         self.settings = settings
+        self._routes_path = routes_path or settings.routes_file
+        self._prepare_reload = prepare_reload
+        self.reloader: Reloader | None = None
+        self._security: Security | None = None
+        self.reload_request: Callable[[], Awaitable[ReloadOutcome]] | None = None
+        """What Admin/Reload runs (None: :meth:`reload`); a worker of ``serve --workers`` asks its supervisor."""
         self._reuse_port = reuse_port
         self._routes_config = routes
         self.port: int | None = None
@@ -99,6 +123,7 @@ class Gateway:
         """Starts serving; returns the bound gRPC port."""
         s = self.settings
         security = load_security(s)  # TLS files and API keys: a bad one fails here, before anything starts
+        self._security = security
         self._backend = TritonPool(
             s.triton_url,
             max_message_bytes=s.max_message_bytes,
@@ -135,6 +160,21 @@ class Gateway:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ]
+        self.reloader = Reloader(
+            routes_path=self._routes_path,
+            config=self._routes_config,
+            table=self.routes,
+            backend=self._backend,
+            plane=self._plane,
+            health=self._health,
+            data_cache=self._data_cache,
+            ready_timeout_s=s.backend_ready_timeout_s,
+            prepare=self._prepare_reload,
+            on_routes=self._on_reloaded,
+        )
+        if s.admin_service:
+            add_service(AdminService(lambda: (self.reload_request or self.reload)()), server, ADMIN)
+            services.insert(1, ADMIN_SERVICE)
         if s.jobs_backend != "off":
             health_servicer = self._health.servicer
 
@@ -176,6 +216,19 @@ class Gateway:
         )
         log.info("gateway port security: %s", security.describe())
         return port
+
+    async def reload(self) -> ReloadOutcome:
+        """Reads the routes file and the models again and swaps the routes; ReloadRefused keeps the running ones."""
+        if self.reloader is None:
+            raise RuntimeError("the gateway has not started")
+        return await self.reloader.reload()
+
+    def _on_reloaded(self, table: RouteTable) -> None:
+        self.routes = table
+        if self.reloader is not None:
+            self._routes_config = self.reloader.config
+        if self._security is not None:
+            self._security.log_warnings(r.name for r in table)
 
     def _shared_memory(self, endpoint: str) -> SharedMemoryPool | None:
         """Shared-memory slots for a Triton endpoint on this host, when /dev/shm has room for them."""

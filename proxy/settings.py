@@ -144,6 +144,11 @@ class GatewaySettings(BaseSettings):
         description="API keys and the routes each may call (TOML, format in proxy/grpc/security); with it or "
         "SWITCHYARD_API_KEYS (name:key,...) every call outside auth_public_services needs a key.",
     )
+    admin_service: bool = Field(
+        True,
+        description="Serve switchyard.v1.Admin (Reload) on the gRPC port; with API keys configured only keys "
+        "allowed every route may call it.",
+    )
     auth_public_services: tuple[str, ...] = Field(
         ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"),
         description="gRPC services callable without an API key (health for load balancers, reflection for grpcurl).",

@@ -7,7 +7,8 @@
   uses an existing Triton instead. SIGINT/SIGTERM drain in-flight calls,
   then stop Triton. A local Triton that dies is restarted on the same ports
   (``LocalTriton.supervise``); after repeated quick failures serve gives up
-  and exits 1.
+  and exits 1. SIGHUP (or ``switchyard reload``) reloads the routes file and
+  the models without a restart (``server.model_sync``, ``proxy.reloading``).
   Asynchronous jobs are served too, kept in an embedded SQLite file
   (``--jobs-db``) or in Redis (``--jobs-redis-url``); ``--no-jobs`` turns
   them off. ``--workers N`` serves from N processes sharing the port
@@ -23,6 +24,9 @@
   ``--settings`` a settings file; with ``--triton-url`` the models too)
   without serving.
 * ``switchyard models build`` — builds the bundled model repository.
+* ``switchyard models add | list | remove``, ``switchyard reload`` — users' own
+  models and reloading a running gateway (``server.model_commands``).
+* ``switchyard init DIR`` — a project skeleton for them (``server.project_init``).
 * ``switchyard batch`` — scores a data set through a route: the SDK's command
   (``switchyard.client.cli`` is the ``switchyard`` entry point and adds these).
 
@@ -53,7 +57,9 @@ from switchyard.proxy.routes.base import build_ops
 from switchyard.proxy.routes.schema import RoutesFile, load_routes
 from switchyard.proxy.routes.table import build_routes
 from switchyard.proxy.settings import GatewaySettings
+from switchyard.server import model_commands, project_init
 from switchyard.server.local_triton import LocalTriton, LocalTritonError, TritonInstallation
+from switchyard.server.model_sync import ModelSync, Reloads, routes_models
 from switchyard.server.preflight import check_model_repository, check_ports, check_redis, where_to_set
 from switchyard.server.settings_cli import PRECEDENCE, add_settings_arguments, describe, flag_values, load_settings
 from switchyard.server.workers import WorkerPool, WorkersGaveUp, WorkerStartFailed
@@ -115,7 +121,10 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
 
 async def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    routes = load_routes(settings.routes_file or BUNDLED_ROUTES)
+    routes_path = settings.routes_file or BUNDLED_ROUTES
+    routes = load_routes(routes_path)
+    if not routes.routes:
+        log.warning("%s declares no routes: serving none until a reload brings some", routes_path)
     # Mistakes a user can fix fail here, each with one line, before Triton starts or models are built.
     load_security(settings)
     await preflight(settings, args)
@@ -124,6 +133,9 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads = Reloads(routes_path, sync=None)
+    reloads.install()  # SIGHUP reloads from now on (before, it would end the process)
+    reloading: asyncio.Task[None] | None = None
     gateway: Gateway | WorkerPool | None = None
     supervisors: list[asyncio.Task[None]] = []
     try:
@@ -133,14 +145,18 @@ async def serve(args: argparse.Namespace) -> int:
             # is. The default one is ours: built, and rebuilt when stale.
             repository = args.model_repository or ensure_model_repository(default_model_repository())
             first_port = args.triton_grpc_port
+            models = routes_models(routes)  # loaded at start; a reload loads more (explicit model control)
             tritons = [
-                LocalTriton(repository, grpc_port=first_port + i if first_port else 0)
+                LocalTriton(repository, grpc_port=first_port + i if first_port else 0, models=models)
                 for i in range(args.triton_replicas)
             ]
             log.info("starting %d local Triton(s) (model repository %s)", len(tritons), repository)
             for triton in tritons:
                 await triton.start()
             await asyncio.gather(*(t.wait_ready(settings.backend_ready_timeout_s) for t in tritons))
+            log.info("local Triton(s) ready at %s", ", ".join(t.grpc_url for t in tritons))
+            reloads.sync = ModelSync(repository, tritons)
+            reloads.sync.started(models)
             update: dict[str, Any] = {"triton_url": ",".join(t.grpc_url for t in tritons)}
             if "triton_shared_memory" not in settings.model_fields_set:
                 # Our own Triton runs on this host: large inputs go through shared
@@ -152,9 +168,11 @@ async def serve(args: argparse.Namespace) -> int:
             # one that dies or grows past worker_max_rss_mb.
             gateway = WorkerPool(settings, settings.workers, log_level=args.log_level)
         else:
-            gateway = Gateway(settings, routes)
+            prepare = reloads.sync.sync if reloads.sync is not None else None
+            gateway = Gateway(settings, routes, routes_path=routes_path, prepare_reload=prepare)
         port = await gateway.start()
         print(f"switchyard: serving on {settings.host}:{port}", flush=True)
+        reloading = asyncio.create_task(reloads.run(gateway), name="reloads")
         for triton in tritons:
             # Restarts a local Triton when it dies; if it gives up, serve stops and exits 1.
             supervisors.append(asyncio.create_task(triton.supervise(ready_timeout_s=settings.backend_ready_timeout_s)))
@@ -169,10 +187,11 @@ async def serve(args: argparse.Namespace) -> int:
         log.info("shutting down: draining in-flight calls for up to %g s", settings.grace_s)
         return 0
     finally:
-        for supervisor in supervisors:
-            supervisor.cancel()
-        if supervisors:
-            await asyncio.wait(supervisors)
+        background = [*supervisors, *([reloading] if reloading is not None else [])]
+        for task in background:
+            task.cancel()
+        if background:
+            await asyncio.wait(background)
         if gateway is not None:
             await gateway.stop()
         await asyncio.gather(*(t.stop() for t in tritons))
@@ -368,6 +387,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     b = msub.add_parser("build", help="train the bundled models and write the Triton model repository")
     b.add_argument("--out", type=Path, help="where to write it (default: the user cache)")
     b.set_defaults(func=lambda a: run_command(lambda: build_models(a)))
+    model_commands.add_commands(sub, msub)  # models add | list | remove, reload
+    project_init.add_command(sub)  # init
 
 
 def _at_least_one(text: str) -> int:

@@ -10,6 +10,13 @@ a grace period). Triton's output goes to ``log_path``; failures quote its tail.
 ``supervise`` restarts Triton on the same ports whenever it dies, with
 exponential backoff, and gives up after a run of quick failures.
 
+Triton runs with explicit model control: it loads at start the models named
+in ``models`` (every model of the repository when None), and later only what
+it is asked to load over its repository API (``proxy.backend.repository``),
+which is how a reload brings new models and versions without a restart. A
+restart loads ``models`` as they are then (``serve`` keeps them in step with
+its routes).
+
 It does not build model repositories (``switchyard.models.build`` does) and
 does not send inference requests (the proxy's Triton client does).
 """
@@ -28,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -168,8 +175,11 @@ class LocalTriton:
         work_dir: Path | None = None,
         log_verbose: int = 0,
         installation: TritonInstallation | None = None,
+        models: Sequence[str] | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
+        self.models: list[str] | None = None if models is None else list(models)
+        """The models loaded at (re)start; None: every model of the repository."""
         self.host = host
         self.installation = installation or TritonInstallation.find()
         self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="switchyard-triton-"))
@@ -254,6 +264,8 @@ class LocalTriton:
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--log-verbose={self.log_verbose}",
+            "--model-control-mode=explicit",
+            *(f"--load-model={name}" for name in (["*"] if self.models is None else self.models)),
         ]
 
     def environment(self) -> dict[str, str]:
@@ -323,7 +335,7 @@ class LocalTriton:
     # -- readiness -------------------------------------------------------------
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Wait until the server and every model in its repository are ready.
+        """Wait until the server and every model it loads at start (``models``) are ready.
 
         Raises ``TritonStartupFailed`` (``PortInUse`` when a port was taken) with
         the tail of Triton's log if the process exits or ``timeout_s`` passes.
@@ -356,7 +368,13 @@ class LocalTriton:
             if not await client.is_server_ready(client_timeout=_PROBE_TIMEOUT_S):
                 return False
             index = await client.get_model_repository_index(as_json=True, client_timeout=_PROBE_TIMEOUT_S)
-            if not all(model.get("state") == "READY" for model in index.get("models", [])):
+            entries = index.get("models", [])
+            if self.models is None:
+                wanted = [entry for entry in entries if entry.get("state") != "READY"]
+            else:
+                ready = {entry.get("name") for entry in entries if entry.get("state") == "READY"}
+                wanted = [name for name in self.models if name not in ready]
+            if wanted:
                 return False
         except InferenceServerException:
             return False

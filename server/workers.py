@@ -28,6 +28,14 @@ Triton first, as it could not do so itself); after repeated quick failures the s
 worker, which drains its calls within the grace period like a single
 gateway; a worker still running ten seconds after that is killed.
 
+Reloads (``proxy.reloading``): on SIGHUP the supervisor loads what changed
+into its Tritons (``server.model_sync``), leaves the outcome in a *verdict*
+file and sends SIGHUP to every worker (``reload``); each worker's reload reads
+the verdict first, so a model Triton could not load refuses it in every
+worker with Triton's message. A worker asked over ``switchyard.v1.Admin``
+checks the routes file, sends SIGHUP to the supervisor and answers with the
+outcome of its own reload that follows.
+
 A worker whose resident memory passes ``worker_max_rss_mb`` is replaced while
 alive: a new worker is started on the port first, then the old one drains
 like on SIGTERM, so no call fails. This contains what grpcio leaks per
@@ -44,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import shutil
@@ -52,15 +61,18 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import grpc
 from prometheus_client import Counter, ProcessCollector
 from prometheus_client.metrics_core import Metric
 
 from switchyard.models import BUNDLED_ROUTES
 from switchyard.proxy.backend.endpoints import DNS_PREFIX, is_local, parse_endpoints
-from switchyard.proxy.gateway import PortInUse
+from switchyard.proxy.gateway import Gateway, PortInUse
+from switchyard.proxy.reloading import ReloadOutcome, ReloadRefused
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.processes import dying_with_parent
 
@@ -68,6 +80,11 @@ log = logging.getLogger(__name__)
 
 READY = "switchyard-worker: ready"
 """The line a worker writes to its stdout once its port is open."""
+
+RELOAD_VERDICT_ENV = "SWITCHYARD_RELOAD_VERDICT"
+"""A worker's environment: the file in which the supervisor leaves the outcome of its part of a reload."""
+SUPERVISOR_PID_ENV = "SWITCHYARD_SUPERVISOR_PID"
+"""A worker's environment: the pid of the supervisor, which a worker sends SIGHUP to have every worker reload."""
 
 # Beyond the grace period, how long a worker may take to exit on SIGTERM before it is killed.
 _EXIT_SLACK_S = 10.0
@@ -261,7 +278,12 @@ class WorkerPool:
 
     async def _start_worker(self, worker: _Worker) -> None:
         assert self._metrics_dir is not None
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir,
+            RELOAD_VERDICT_ENV: str(self._verdict_path),
+            SUPERVISOR_PID_ENV: str(os.getpid()),
+        }
         process = await asyncio.create_subprocess_exec(
             *dying_with_parent(
                 [sys.executable, "-m", "switchyard.server.workers", "--index", str(worker.index)]
@@ -296,6 +318,22 @@ class WorkerPool:
         worker.ready_since = time.monotonic()
         worker.forwarder = asyncio.create_task(_forward(process.stdout), name=f"worker-{worker.index}-stdout")
         log.info("gateway worker %d serving (pid %d)", worker.index, process.pid)
+
+    # -- reloading --------------------------------------------------------------
+
+    @property
+    def _verdict_path(self) -> Path:
+        assert self._metrics_dir is not None
+        return Path(self._metrics_dir) / "reload-verdict.json"
+
+    def reload(self, *, loaded: Sequence[str] = (), refused: ReloadRefused | None = None) -> None:
+        """Has every live worker reload, after the supervisor's part (the models it ``loaded``, or ``refused``)."""
+        write_verdict(self._verdict_path, loaded=loaded, refused=refused)
+        for worker in self._workers:
+            process = worker.process
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGHUP)
 
     # -- supervising ------------------------------------------------------------
 
@@ -473,6 +511,27 @@ async def _unregister_regions(endpoint: str, prefix: str) -> None:
                     endpoint, exc.code().name, exc.details())  # fmt: skip
 
 
+def write_verdict(path: Path, *, loaded: Sequence[str] = (), refused: ReloadRefused | None = None) -> None:
+    """Leaves the supervisor's part of a reload for the workers (written whole, then moved into place)."""
+    verdict: dict[str, str | list[str]] = {"loaded": list(loaded)}
+    if refused is not None:
+        verdict = {"code": refused.code.name, "message": refused.message}
+    staging = path.with_name(path.name + ".new")
+    staging.write_text(json.dumps(verdict))
+    os.replace(staging, path)
+
+
+def read_verdict(path: Path) -> list[str]:
+    """The models the supervisor loaded for this reload; ReloadRefused when it refused it."""
+    try:
+        verdict = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []  # no reload through the supervisor yet (a SIGHUP sent to this worker alone)
+    if "code" in verdict:
+        raise ReloadRefused(grpc.StatusCode[verdict["code"]], str(verdict["message"]))
+    return [str(m) for m in verdict.get("loaded", [])]
+
+
 async def _forward(stream: asyncio.StreamReader) -> None:
     """Copies what a worker prints after it is ready to our stdout (the pipe never fills up)."""
     while line := await stream.readline():
@@ -484,23 +543,66 @@ async def _forward(stream: asyncio.StreamReader) -> None:
 
 
 async def _serve_worker(settings_json: bytes) -> int:
-    from switchyard.proxy.gateway import Gateway
-    from switchyard.proxy.routes.schema import load_routes
+    from switchyard.proxy.routes.schema import RoutesFile, load_routes
 
     settings = GatewaySettings.model_validate_json(settings_json)
-    routes = load_routes(settings.routes_file or BUNDLED_ROUTES)
-    stop = asyncio.Event()
+    stop, reload_wanted = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(settings, routes, reuse_port=True)
+    loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)  # before anything slow: SIGHUP would end the process
+    routes_path = settings.routes_file or BUNDLED_ROUTES
+    routes = load_routes(routes_path)
+    verdict = os.environ.get(RELOAD_VERDICT_ENV)
+
+    async def prepare(_config: RoutesFile) -> list[str]:
+        return read_verdict(Path(verdict)) if verdict else []
+
+    gateway = Gateway(settings, routes, reuse_port=True, routes_path=routes_path, prepare_reload=prepare)
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor:
+        gateway.reload_request = functools.partial(_ask_supervisor, gateway, int(supervisor))
+    reloads: asyncio.Task[None] | None = None
     try:
         port = await gateway.start()
         print(f"{READY} {port}", flush=True)
+        reloads = asyncio.create_task(_reloads(gateway, reload_wanted), name="reloads")
         await stop.wait()
         return 0
     finally:
+        if reloads is not None:
+            reloads.cancel()
+            await asyncio.gather(reloads, return_exceptions=True)
         await gateway.stop()
+
+
+async def _reloads(gateway: Gateway, wanted: asyncio.Event) -> None:
+    """Reloads the worker's gateway on each SIGHUP (refusals are logged and counted by the gateway)."""
+    while True:
+        await wanted.wait()
+        wanted.clear()
+        with contextlib.suppress(ReloadRefused):
+            await gateway.reload()
+
+
+async def _ask_supervisor(gateway: Gateway, supervisor: int) -> ReloadOutcome:
+    """Admin/Reload in a worker: every worker must reload, so the supervisor is asked; answers this one's outcome.
+
+    A routes file that does not parse is refused here at once, as every worker would refuse it.
+    """
+    reloader = gateway.reloader
+    assert reloader is not None
+    reloader.check_file()
+    outcome = reloader.next_reload()
+    try:
+        os.kill(supervisor, signal.SIGHUP)
+    except ProcessLookupError:
+        raise ReloadRefused(grpc.StatusCode.UNAVAILABLE, "the supervisor of this worker is gone") from None
+    timeout_s = gateway.settings.backend_ready_timeout_s + 30.0
+    try:
+        return await asyncio.wait_for(outcome, timeout_s)
+    except TimeoutError:
+        raise ReloadRefused(grpc.StatusCode.UNAVAILABLE, f"the reload did not finish within {timeout_s:g} s") from None
 
 
 def main(argv: list[str] | None = None) -> int:

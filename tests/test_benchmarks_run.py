@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks.common import PROFILES
 from benchmarks.run import (
-    PROFILES,
     TRITON_STREAM_MAX_CONCURRENCY,
     _measure_all,
     across_rounds,

@@ -58,10 +58,13 @@ def test_the_wheel_holds_the_packages_the_protos_and_the_typing_markers(names: l
         "switchyard/v1/py.typed",
         "switchyard/v1/gateway.proto",
         "switchyard/v1/jobs.proto",
+        "switchyard/v1/admin.proto",
         "switchyard/v1/gateway_pb2.pyi",
         "switchyard/proxy/grpc/oip.py",
         "switchyard/server/cli.py",
         "switchyard/models/default_routes.toml",
+        "switchyard/server/templates/project/routes.toml.j2",
+        "switchyard/server/templates/project/k8s/deployment.yaml.j2",
     ):
         assert expected in names, expected
     assert [name for name in names if name.endswith("licenses/LICENSE")], names

@@ -8,6 +8,10 @@ This module owns what each bundled model is: its training data and estimator
 dtypes, dynamic batching, instance groups). Every model is served by the same
 Python-backend runner, ``onnx_runner.py``, copied as ``1/model.py``.
 
+``model_config`` and ``write_version`` are how any ONNX model becomes a
+Triton model folder of that form; ``switchyard models add``
+(``switchyard.models.onnx_import``) writes users' models with them too.
+
 The build is reproducible: fixed splits and seeds, a fixed target opset and
 fixed ONNX graph names, so two builds give byte-identical files. Built
 repositories are outputs, never committed.
@@ -72,7 +76,21 @@ WINE_CULTIVARS = 3
 _TOOLCHAIN = ("numpy", "scikit-learn", "skl2onnx", "onnx")
 """Packages whose versions can change the exported bytes."""
 
-_TRITON_TYPES = {"float32": "TYPE_FP32", "int64": "TYPE_INT64"}
+TRITON_TYPES = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+}
+"""NumPy dtype name -> Triton config data type, for every type the onnxruntime runner serves."""
 
 
 def _pbtxt_list(values: Sequence[int]) -> str:
@@ -103,7 +121,7 @@ class TensorSpec:
     def pbtxt(self) -> str:
         lines = [
             f'    name: "{self.name}"',
-            f"    data_type: {_TRITON_TYPES[self.dtype]}",
+            f"    data_type: {TRITON_TYPES[self.dtype]}",
             f"    dims: {_pbtxt_list(self.dims)}",
         ]
         if self.reshape is not None:
@@ -329,22 +347,56 @@ def _check_io(spec: ModelSpec, onnx_model: ModelProto) -> None:
         raise RuntimeError(f"{spec.name}: exported inputs {inputs} / outputs {outputs} do not match the spec")
 
 
-def render_config(spec: ModelSpec) -> str:
-    """Return the model's ``config.pbtxt``."""
-    return (
-        f'name: "{spec.name}"\n'
+@dataclass(frozen=True)
+class Serving:
+    """How Triton serves a model: batching, instances and which versions are loaded."""
+
+    max_batch_size: int = MAX_BATCH_SIZE
+    """Rows per batch Triton may form; 0: the model does not batch (no batch dimension, no dynamic batching)."""
+    preferred_batch_sizes: tuple[int, ...] = PREFERRED_BATCH_SIZES
+    max_queue_delay_us: int = MAX_QUEUE_DELAY_US
+    """How long dynamic batching holds a request for others to join."""
+    instance_count: int = INSTANCE_COUNT
+    version_policy: str | None = None
+    """The body of ``version_policy`` (``all: { }``, ``latest: { num_versions: 2 }``, ...); None: Triton's
+    default, the latest version only."""
+
+
+def model_config(
+    name: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], serving: Serving = Serving()
+) -> str:
+    """The ``config.pbtxt`` of a model served by the onnxruntime runner (``onnx_runner.py``)."""
+    text = (
+        f'name: "{name}"\n'
         'backend: "python"\n'
-        f"max_batch_size: {MAX_BATCH_SIZE}\n"
-        "input [\n" + ",\n".join(t.pbtxt() for t in spec.inputs) + "\n]\n"
-        "output [\n" + ",\n".join(t.pbtxt() for t in spec.outputs) + "\n]\n"
-        "dynamic_batching {\n"
-        f"  preferred_batch_size: {_pbtxt_list(PREFERRED_BATCH_SIZES)}\n"
-        f"  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}\n"
-        "}\n"
-        "instance_group [\n"
-        f"  {{ count: {INSTANCE_COUNT}, kind: KIND_CPU }}\n"
-        "]\n"
+        f"max_batch_size: {serving.max_batch_size}\n"
+        "input [\n" + ",\n".join(t.pbtxt() for t in inputs) + "\n]\n"
+        "output [\n" + ",\n".join(t.pbtxt() for t in outputs) + "\n]\n"
     )
+    if serving.max_batch_size > 0:
+        preferred = [size for size in serving.preferred_batch_sizes if size <= serving.max_batch_size]
+        text += "dynamic_batching {\n"
+        if preferred:
+            text += f"  preferred_batch_size: {_pbtxt_list(preferred)}\n"
+        text += f"  max_queue_delay_microseconds: {serving.max_queue_delay_us}\n}}\n"
+    text += f"instance_group [\n  {{ count: {serving.instance_count}, kind: KIND_CPU }}\n]\n"
+    if serving.version_policy is not None:
+        text += f"version_policy: {{ {serving.version_policy} }}\n"
+    return text
+
+
+def render_config(spec: ModelSpec) -> str:
+    """Return the bundled model's ``config.pbtxt``."""
+    return model_config(spec.name, spec.inputs, spec.outputs)
+
+
+def write_version(folder: Path, version: str, onnx_bytes: bytes) -> Path:
+    """Writes version ``version`` of the model in ``folder``: the ONNX file and the runner that serves it."""
+    target = folder / version
+    target.mkdir(parents=True)
+    (target / "model.onnx").write_bytes(onnx_bytes)
+    (target / "model.py").write_bytes(RUNNER.read_bytes())
+    return target
 
 
 def build_model(spec: ModelSpec, out: Path) -> dict[str, float]:
@@ -363,10 +415,8 @@ def build_model(spec: ModelSpec, out: Path) -> dict[str, float]:
     folder = out / spec.name
     if folder.exists():
         shutil.rmtree(folder)
-    (folder / VERSION).mkdir(parents=True)
+    write_version(folder, VERSION, onnx_model.SerializeToString())
     (folder / "config.pbtxt").write_text(render_config(spec), encoding="utf-8")
-    (folder / VERSION / "model.onnx").write_bytes(onnx_model.SerializeToString())
-    (folder / VERSION / "model.py").write_bytes(RUNNER.read_bytes())
     return metrics
 
 

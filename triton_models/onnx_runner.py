@@ -6,7 +6,9 @@ It owns one dynamic batch's trip through onnxruntime: gather each request's
 inputs, run the session once on the concatenated rows, and hand every request
 back exactly its own rows, cast to the dtypes the model's ``config.pbtxt``
 declares. A request that cannot be served gets its own error response; the
-others in the batch are still answered, and ``execute`` never raises.
+others in the batch are still answered, and ``execute`` never raises. A
+model whose config has ``max_batch_size: 0`` has no batch dimension: each
+request then runs alone, its inputs as they came.
 
 It does not decide shapes, names or batching policy; ``config.pbtxt`` does.
 """
@@ -92,6 +94,7 @@ class TritonPythonModel:
 
         config = json.loads(args["model_config"])
         self.model_name: str = config["name"]
+        self.batching: bool = int(config.get("max_batch_size", 0)) > 0
         self.input_names: list[str] = [tensor["name"] for tensor in config["input"]]
         self.output_dtypes: dict[str, np.dtype[Any]] = {
             tensor["name"]: np.dtype(pb_utils.triton_string_to_numpy(tensor["data_type"]))
@@ -115,6 +118,8 @@ class TritonPythonModel:
         self.output_names: list[str] = [name for name in session_outputs if name in self.output_dtypes]
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        if not self.batching:
+            return [self._alone(request) for request in requests]
         responses: list[Any] = [None] * len(requests)
         batch: list[int] = []
         batch_inputs: list[dict[str, npt.NDArray[Any]]] = []
@@ -147,6 +152,13 @@ class TritonPythonModel:
                     except Exception as single_exc:
                         responses[index] = self._error(single_exc)
         return responses
+
+    def _alone(self, request: Any) -> Any:
+        """One request of a model without a batch dimension: its own session run."""
+        try:
+            return self._response(self._run(self._read_inputs(request)))
+        except Exception as exc:
+            return self._error(exc)
 
     def finalize(self) -> None:
         self.session = None

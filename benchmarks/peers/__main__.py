@@ -70,24 +70,24 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.h2load import H2Load
-from benchmarks.loadgen import LoadGenerator, Target, Windows, process_tree
-from benchmarks.peers import PEERS_VENV, peers_python, pipeline
-from benchmarks.run import (
-    _STARTUP_TIMEOUT_S,
+from benchmarks.common import (
     DEFAULT_OUT,
     PROFILES,
     REPO_ROOT,
+    STARTUP_TIMEOUT_S,
     ServerProcess,
-    _child_env,
-    _fmt,
-    _stderr,
+    child_env,
     errors_cell,
+    format_value,
+    log_stderr,
     render_table,
     report_meta,
     settled,
     write_report,
 )
+from benchmarks.h2load import H2Load
+from benchmarks.loadgen import LoadGenerator, Target, Windows, process_tree
+from benchmarks.peers import PEERS_VENV, peers_python, pipeline
 
 REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
 PEERS = ("fastapi", "ray", "kserve")
@@ -279,15 +279,15 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         lambda row: [
             f"c={row['load']:g}",
             settled(row["target"], row),
-            _fmt(row["throughput_rps"]),
-            _fmt(row["vs_best_peer"], ".2f"),
+            format_value(row["throughput_rps"]),
+            format_value(row["vs_best_peer"], ".2f"),
             f"{row['latency_ms']['p50']:.2f}",
             f"{row['latency_ms']['p99']:.2f}",
-            _fmt(row["triton_cpu_us_per_request"]),
-            _fmt(row["server_cpu_us_per_request"]),
-            _fmt(row["total_cpu_us_per_request"]),
-            _fmt(row["loadgen_cpu_us_per_request"]),
-            _fmt(row["other_cpu_pct"]),
+            format_value(row["triton_cpu_us_per_request"]),
+            format_value(row["server_cpu_us_per_request"]),
+            format_value(row["total_cpu_us_per_request"]),
+            format_value(row["loadgen_cpu_us_per_request"]),
+            format_value(row["other_cpu_pct"]),
             errors_cell(row),
         ],
     )
@@ -326,10 +326,10 @@ def run(
         log("starting Triton")
         triton.start_sync()
         try:
-            triton.wait_ready_sync(_STARTUP_TIMEOUT_S)
+            triton.wait_ready_sync(STARTUP_TIMEOUT_S)
             routes = work_dir / "routes.toml"
             routes.write_text(pipeline.routes_toml())
-            env = _child_env()
+            env = child_env()
             gateway_command = [
                 *(sys.executable, "-m", "switchyard.server.cli", "serve", "--triton-url", triton.grpc_url),
                 *("--host", "127.0.0.1", "--port", "0", "--no-metrics", "--config", str(routes), "--grace-s", "1"),
@@ -359,7 +359,7 @@ def run(
                     log(f"starting {name}")
                     with _started(name, _peer_command(name, triton.grpc_url, replicas), work_dir, peer_env) as server:
                         target = _target(name, server.address, png, replicas)
-                        verified[name] = top1(target, timeout_s=_STARTUP_TIMEOUT_S)
+                        verified[name] = top1(target, timeout_s=STARTUP_TIMEOUT_S)
                         log(f"{name}: top-1 {verified[name]!r}")
                         if verified[name] != reference:
                             raise SystemExit(f"{name} answers {verified[name]!r}, Switchyard {reference!r}: not run")
@@ -433,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     if args.setup:
-        setup(_stderr)
+        setup(log_stderr)
         return 0
     profile = PROFILES["short" if args.short else "smoke" if args.smoke else "full"]
     if args.concurrency:
@@ -450,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peers,
         workers=args.workers,
         out=args.out,
-        log=_stderr,
+        log=log_stderr,
         command=command,
         replicas=args.replicas,
         driver=args.driver,

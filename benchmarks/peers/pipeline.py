@@ -65,9 +65,9 @@ def _toml_value(value: Any) -> str:
 
 
 def routes_toml(batching: str = "{ max_delay_ms = 2.0, max_batch = 64, eager = true }") -> str:
-    """The two Switchyard routes of the pipeline, plain and micro-batched, as a routes file."""
+    """The two Switchyard routes of the pipeline, plain (``batching = false``) and micro-batched, as a routes file."""
     blocks = []
-    for name, extra in ((ROUTE, ""), (BATCHED_ROUTE, f"batching = {batching}\n")):
+    for name, extra in ((ROUTE, "batching = false\n"), (BATCHED_ROUTE, f"batching = {batching}\n")):
         lines = [
             "[[routes]]",
             f'name = "{name}"',

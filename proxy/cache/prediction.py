@@ -2,7 +2,10 @@
 
 Identical requests (same route, model versions, op parameters and input
 bytes: :func:`~switchyard.proxy.cache.keys.cache_key`) of a route with
-``cache`` are answered from the cache; identical requests in flight at once
+``cache`` are answered from the cache; the versions in the key are the ones
+that answer (a request that follows the latest version is keyed by the
+latest version the route resolved), and an answer from other versions than
+its key names is not stored; identical requests in flight at once
 on a route with ``coalesce`` share one computation. A request with
 ``bypass_cache`` is computed and neither read from the cache nor joined. An
 answer that lists missing branches is never stored.
@@ -29,6 +32,8 @@ class CachedRoute(Protocol):
     coalesce: bool
 
     def answer_key_part(self, request: pb.InferRequest) -> str: ...
+
+    def answer_matches_key(self, request: pb.InferRequest, response: pb.InferResponse) -> bool: ...
 
     async def infer(self, request: pb.InferRequest, ctx: CallContext) -> pb.InferResponse: ...
 
@@ -59,7 +64,7 @@ class PredictionCache:
             response = await route.infer(request, ctx)
             # Stored before the flight ends, so a request arriving just after
             # it finds the answer in the cache rather than calling the backend.
-            if cache is not None and not response.missing:
+            if cache is not None and not response.missing and route.answer_matches_key(request, response):
                 await cache.set(key, response.SerializeToString(), route.cache_ttl_s, timeout_s=self._op_timeout_s)
             return response
 

@@ -73,7 +73,11 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     async def InferStream(
         self, request_iterator: AsyncIterator[pb.InferRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.StreamInferResponse]:
-        """Answers each request as soon as it is done; at most ``stream_max_inflight`` at once."""
+        """Answers each request as soon as it is done; at most ``stream_max_inflight`` at once.
+
+        A message with ``cancel`` set withdraws the running request with its
+        ``request_id``: neither is answered.
+        """
 
         async def answer(request: pb.InferRequest) -> pb.StreamInferResponse:
             if not request.request_id:
@@ -83,8 +87,22 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 return pb.StreamInferResponse(request_id=request.request_id, error=status_of(outcome.error))
             return pb.StreamInferResponse(request_id=request.request_id, response=outcome.response)
 
-        async for message in pipelined(request_iterator, answer, max_inflight=self._stream_max_inflight):
+        async for message in pipelined(
+            request_iterator,
+            answer,
+            max_inflight=self._stream_max_inflight,
+            key=_request_id,
+            withdraws=_withdraws,
+        ):
             yield message
+
+
+def _request_id(request: pb.InferRequest) -> str:
+    return request.request_id
+
+
+def _withdraws(request: pb.InferRequest) -> bool:
+    return request.cancel
 
 
 def unless_caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> None:

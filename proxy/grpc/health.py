@@ -13,6 +13,10 @@ of every model the routes use and publishes:
 A backend call that fails with UNAVAILABLE marks the routes of that model
 NOT_SERVING at once (``mark_backend_down``) rather than at the next poll.
 
+A reload hands the monitor its new routes (``set_routes``): a route no longer
+served goes NOT_SERVING (and leaves ``switchyard_backend_ready``), a new one
+is checked at once.
+
 An endpoint whose circuit breaker is open (Triton unreachable) counts as
 having no model ready, without any call to it; each change of a circuit's
 state triggers a check at once, so routes are SERVING again as soon as an
@@ -22,6 +26,7 @@ endpoint's circuit has closed and their models answer ready there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from grpc_health.v1 import health, health_pb2
@@ -57,6 +62,7 @@ class HealthMonitor:
         self._ready: dict[str, bool] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one refresh at a time, and none across a change of routes
 
     async def start(self) -> None:
         self._backend.add_listener(self._on_circuit)
@@ -86,7 +92,25 @@ class HealthMonitor:
     def is_ready(self, route: str) -> bool:
         return self._ready.get(route, False)
 
+    async def set_routes(self, routes: RouteTable) -> None:
+        """Reports on ``routes`` from now on (a reload): routes no longer served go NOT_SERVING."""
+        async with self._lock:
+            removed = sorted({r.name for r in self._routes} - {r.name for r in routes})
+            self._routes = routes
+            for name in removed:
+                self._ready.pop(name, None)
+                metrics.BACKEND_READY.labels(name).set(0)  # what several workers' summed gauge keeps
+                with contextlib.suppress(KeyError):
+                    metrics.BACKEND_READY.remove(name)
+                await self.servicer.set(route_service(name), NOT_SERVING)
+                log.info("route %s is no longer served: NOT_SERVING", name)
+        await self.refresh()
+
     async def refresh(self) -> None:
+        async with self._lock:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         # An endpoint whose circuit is open answers False at once, without a call.
         await self._backend.refresh(self._routes.models(), timeout_s=min(1.0, self._interval_s))
         all_ready = True

@@ -39,10 +39,10 @@ import grpc
 from switchyard.proxy import metrics
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.cache.prediction import PredictionCache
-from switchyard.proxy.errors import BackendUnavailable, DeadlineExceeded, GatewayError, internal_error
+from switchyard.proxy.errors import BackendUnavailable, DeadlineExceeded, GatewayError, InvalidInput, internal_error
 from switchyard.proxy.lifecycle.admission import Admission, Shed
 from switchyard.proxy.lifecycle.context import CallContext, new_request_id
-from switchyard.proxy.lifecycle.deadlines import DEADLINE_SLACK_S, call_timeout
+from switchyard.proxy.lifecycle.deadlines import DEADLINE_SLACK_S, call_timeout, own_timeout
 from switchyard.proxy.lifecycle.validation import check_request
 from switchyard.proxy.routes.base import Route
 from switchyard.proxy.routes.progressive import ProgressiveRoute
@@ -117,9 +117,10 @@ class _Call:
         metrics.in_flight(self.label).inc()
         return None
 
-    def context(self, route: Route, client_remaining: float | None) -> CallContext:
+    def context(self, route: Route, request: pb.InferRequest, client_remaining: float | None) -> CallContext:
         settings = self._plane.settings
-        timeout = call_timeout(client_remaining, settings.default_timeout_s, route.description.timeout_s)
+        remaining = own_timeout(client_remaining, request.timeout_ms)
+        timeout = call_timeout(remaining, settings.default_timeout_s, route.description.timeout_s)
         return CallContext.start(self.request_id, self.label, timeout, started=self.started)
 
     def failed(self, exc: Exception) -> GatewayError:
@@ -174,7 +175,7 @@ class DataPlane:
             return Answer(None, shed)
         try:
             route = self.routes.get(request.route)
-            ctx = call.context(route, client_remaining)
+            ctx = call.context(route, request, client_remaining)
             _check(request, route)
             if route.bounded_by_backend and not route.coalesce:
                 response = await self._answers.answer(route, request, ctx)
@@ -221,7 +222,7 @@ class DataPlane:
         answered = False
         failure: GatewayError | None = None
         try:
-            ctx = call.context(route, client_remaining)
+            ctx = call.context(route, request, client_remaining)
             _check(request, route)
             async with asyncio.timeout(max(ctx.remaining(), 0.0)):
                 async for index, outcome, final in route.answers(request, ctx):
@@ -255,6 +256,8 @@ class DataPlane:
 
 
 def _check(request: pb.InferRequest, route: Route) -> None:
+    if request.cancel:
+        raise InvalidInput("cancel", "withdraws a request on InferStream only; this call has nothing to withdraw")
     description = route.description
     check_request(
         request,

@@ -31,6 +31,14 @@ def call_timeout(client_remaining: float | None, default_s: float, route_timeout
     return timeout
 
 
+def own_timeout(client_remaining: float | None, timeout_ms: int) -> float | None:
+    """The caller's time left, capped by a request's own ``timeout_ms`` (0: none)."""
+    if not timeout_ms:
+        return client_remaining
+    own = timeout_ms / 1e3
+    return own if client_remaining is None else min(client_remaining, own)
+
+
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     """Waits until ``event`` is set or ``timeout_s`` has passed; True if it was set."""
     try:

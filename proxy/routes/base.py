@@ -113,6 +113,9 @@ class Route(ABC):
         """Everything besides the inputs that decides an answer (models, versions, op parameters)."""
         self.allow_non_finite = config.allow_non_finite
         """Whether float inputs may hold NaN or +-Inf; False: such requests are INVALID_ARGUMENT."""
+        self.versions: tuple[tuple[str, str], ...] = ()
+        """(model, version) of every model call: the route's pin, else the latest version Triton had ready when
+        the route was built (set by each kind; a reload builds the route again)."""
         self.bounded_by_backend = False
         """Whether the route's only wait is a backend call that ends at the deadline on its own (see DataPlane)."""
 
@@ -125,9 +128,28 @@ class Route(ABC):
         """Answers a request that has passed validation."""
 
     def answer_key_part(self, request: pb.InferRequest) -> str:
-        """The fingerprint plus the request's version pins: the non-input part of a cache key."""
-        pins = ",".join(f"{m}={v}" for m, v in sorted(request.model_versions.items()))
-        return f"{self.fingerprint}|{pins}"
+        """The fingerprint plus the versions that answer this request: the non-input part of a cache key.
+
+        Versions are resolved (the request's pin, else the route's pin, else
+        the latest version ready when the route was built), so answers of a
+        version never serve a request that another version answers now.
+        """
+        pins = request.model_versions
+        resolved = sorted({f"{m}={pins.get(m) or v}" for m, v in self.versions})
+        extra = sorted(f"{m}={v}" for m, v in pins.items() if not any(m == model for model, _ in self.versions))
+        return f"{self.fingerprint}|{','.join(resolved)}|{','.join(extra)}"
+
+    def answer_matches_key(self, request: pb.InferRequest, response: pb.InferResponse) -> bool:
+        """Whether the versions that answered are those of the request's cache key (else it is not stored).
+
+        They differ when Triton switched versions before this route was built
+        again (a new version loaded behind the gateway's back).
+        """
+        pins = request.model_versions
+        expected: dict[str, set[str]] = {}
+        for model, version in self.versions:
+            expected.setdefault(model, set()).add(pins.get(model) or version)
+        return all(ref.version in expected[ref.name] for ref in response.models if ref.name in expected and ref.version)
 
 
 def fingerprint_of(config: BaseModel) -> str:
@@ -187,6 +209,12 @@ class Preprocessor:
 def build_ops(configs: Sequence[OpConfig], where: str) -> list[Op]:
     """The ops of a ``pre`` or ``post`` list; ConfigError names ``where[i]`` for a bad one."""
     return [build_op(o.op, o.params(), f"{where}[{i}]") for i, o in enumerate(configs)]
+
+
+def latest_version(model: ModelInfo) -> str:
+    """The highest version Triton has ready: what a call that pins none gets ("" when none is ready)."""
+    numbered = [v for v in model.versions if v.isdigit()]
+    return max(numbered, key=int) if numbered else ""
 
 
 def check_version(model: ModelInfo, version: str, where: str) -> None:

@@ -86,6 +86,7 @@ class _Composite(Route, Generic[AnyComposite]):
         self._route_post: list[Op] = build_ops(config.post, f"{self._where}.post")
         steps, outputs = self._build(config, infos, backend)
         self.description = self._describe(outputs, steps)
+        self.versions = tuple(dict.fromkeys(ref for s in steps for ref in s.resolved))
 
     @abstractmethod
     def _build(

@@ -84,6 +84,9 @@ replace ``model`` with a list of model calls, each a *step*::
     name = "accurate"
     model = "digits_mlp"
 
+A file may declare no routes at all (a new project's ``routes.toml`` before
+its first model): the gateway then serves none until a reload brings some.
+
 This module checks the file's shape (types, unknown keys, duplicate names);
 checks that need Triton's model metadata (does the model exist, do the ops
 type-check) happen when routes are built (``proxy.routes``). Both fail at
@@ -362,7 +365,7 @@ class RoutesFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    routes: list[AnyRouteConfig] = Field(min_length=1)
+    routes: list[AnyRouteConfig] = Field(default_factory=list)
 
     @field_validator("routes")
     @classmethod

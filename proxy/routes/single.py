@@ -67,6 +67,7 @@ class SingleModelRoute(Route):
             "model",
             batcher=_batcher(config, model, backend, where),
         )
+        self.versions = self.step.resolved
         self._prepare = (
             Preprocessor(
                 config.name,

@@ -20,7 +20,7 @@ from switchyard.proxy.backend.triton import InferBackend, ModelInfo
 from switchyard.proxy.errors import BackendError, ConfigError
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.ops import Op
-from switchyard.proxy.routes.base import build_ops, chain_specs, check_version, run_ops
+from switchyard.proxy.routes.base import build_ops, chain_specs, check_version, latest_version, run_ops
 from switchyard.proxy.routes.schema import SelectConfig, StepConfig
 from switchyard.proxy.tensor_spec import TensorLike, TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
@@ -63,6 +63,10 @@ class ModelStep:
             raise ValueError("a micro-batcher serves a step that calls its one model")
         base = infos[self.models[0]]
         check_version(base, config.version, f"{where}.version")
+        self.resolved: tuple[tuple[str, str], ...] = tuple(
+            (m, config.version or latest_version(infos[m])) for m in self.models
+        )
+        """(model, version) a call that pins none gets: the step's pin, else the latest ready at build time."""
         self._check_interchangeable(base, [infos[m] for m in self.models[1:]], where)
         self.max_batch_size = min((infos[m].max_batch_size for m in self.models), default=0)
         self.feed = self._feed(config, base, available, where)

@@ -25,7 +25,7 @@ from switchyard.proxy.routes.schema import (
 from switchyard.proxy.routes.serial import SerialRoute
 from switchyard.proxy.routes.single import SingleModelRoute
 
-__all__ = ["KINDS", "RouteTable", "build_routes"]
+__all__ = ["KINDS", "RouteTable", "build_routes", "model_field"]
 
 
 RouteKind = Callable[[Any, Mapping[str, ModelInfo], InferBackend, Cache | None], Route]
@@ -65,17 +65,17 @@ async def build_routes(
 ) -> RouteTable:
     infos: dict[str, ModelInfo] = {}
     for route in config.routes:
-        for i, model in enumerate(route.models()):
+        for model in route.models():
             if model in infos:
                 continue
             try:
                 infos[model] = await backend.model_info(model, timeout_s=timeout_s)
             except GatewayError as exc:
-                raise ConfigError(f"routes[{route.name}]{_model_field(route, model, i)}: {exc.message}") from None
+                raise ConfigError(f"routes[{route.name}]{model_field(route, model)}: {exc.message}") from None
     return RouteTable([KINDS[route.kind](route, infos, backend, data_cache) for route in config.routes])
 
 
-def _model_field(route: AnyRouteConfig, model: str, _index: int) -> str:
+def model_field(route: AnyRouteConfig, model: str) -> str:
     """Where ``model`` is named in the route's configuration (``.steps[1].select.models``)."""
     if isinstance(route, RouteConfig):
         return ".model"

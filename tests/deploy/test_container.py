@@ -141,9 +141,16 @@ def test_image_serves_and_stops_on_sigterm(podman: Podman, switchyard_image: str
     raw_label = label.get("raw_data", label.get("rawData"))  # the field's name as this grpcurl prints it
     assert np.frombuffer(base64.b64decode(raw_label), "<i8").tolist() == [labels[0]]
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-        exposition = response.read().decode()
-    assert 'switchyard_requests_total{code="OK",route="digits"} 2.0' in exposition
+    # The workers add their counts to the shared values every half second.
+    wanted = 'switchyard_requests_total{code="OK",route="digits"} 2.0'
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            exposition = response.read().decode()
+        if wanted in exposition or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert wanted in exposition, [line for line in exposition.splitlines() if "requests_total" in line]
 
     status, stop_s = _stop(podman, container_name)
     log = podman.logs(container_name, tail=20)

@@ -54,7 +54,7 @@ pre = [{ op = "cast", tensor = "image", datatype = "FP32" }]
 THRESHOLD = 4096  # a digits batch of 64 rows (16 KB) goes through shared memory, one row (256 B) does not
 SLOT_BYTES = 1024 * 1024  # one CNN image (602 KB) fits, two do not
 SLOTS = 16
-QUARANTINE_S = 2.0
+QUARANTINE_S = 4.0
 IMAGE = (3, cnn.IMAGE_SIDE, cnn.IMAGE_SIDE)
 
 

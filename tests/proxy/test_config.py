@@ -32,7 +32,7 @@ def test_bundled_default_routes_parse() -> None:
             "routes[a].inputs.0.shape",
         ),
         ("routes = [", "not valid TOML"),
-        ("", "routes: Field required"),
+        ("[[route]]\nname = 'a'\n", "route: Extra inputs are not permitted"),
     ],
 )
 def test_bad_routes_files_are_rejected_with_the_field(text: str, message: str) -> None:
@@ -40,6 +40,11 @@ def test_bad_routes_files_are_rejected_with_the_field(text: str, message: str) -
         parse_routes(text, "routes.toml")
     assert message in str(info.value)
     assert str(info.value).startswith("routes.toml")
+
+
+def test_a_file_without_routes_serves_none() -> None:
+    """A new project's routes.toml holds only commented examples until its first model."""
+    assert parse_routes("# nothing yet\n", "routes.toml").routes == []
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -106,6 +106,8 @@ def _sample(name: str, info: Any) -> tuple[str, Any]:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if typing.get_origin(annotation) in (typing.Union, types.UnionType) else annotation
     default = info.default if info.default_factory is None else None
+    if base is bool:
+        return ("false", False) if default else ("true", True)
     if typing.get_origin(base) is Literal:
         choice = next(str(c) for c in typing.get_args(base) if c != default)
         return choice, choice
@@ -125,7 +127,10 @@ def _sample(name: str, info: Any) -> tuple[str, Any]:
 @pytest.mark.parametrize("name", list(GatewaySettings.model_fields))
 def test_every_setting_is_a_flag_of_serve(name: str) -> None:
     typed, expected = _sample(name, GatewaySettings.model_fields[name])
-    settings = serve_settings(flag_of(name), typed)
+    if isinstance(expected, bool):  # --name / --no-name
+        settings = serve_settings(flag_of(name) if expected else "--no-" + flag_of(name)[2:])
+    else:
+        settings = serve_settings(flag_of(name), typed)
     assert getattr(settings, name) == expected
     assert name in settings.model_fields_set
 
@@ -144,6 +149,8 @@ def test_every_setting_is_a_key_of_the_settings_file(name: str, tmp_path: Path) 
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, str):
         return '"' + value + '"'
     if isinstance(value, list):

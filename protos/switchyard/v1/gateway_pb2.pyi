@@ -33,7 +33,7 @@ class Tensor(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., raw_data: _Optional[bytes] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("route", "request_id", "inputs", "outputs", "model_versions", "bypass_cache", "data_key")
+    __slots__ = ("route", "request_id", "inputs", "outputs", "model_versions", "bypass_cache", "data_key", "timeout_ms", "cancel")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,8 @@ class InferRequest(_message.Message):
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     BYPASS_CACHE_FIELD_NUMBER: _ClassVar[int]
     DATA_KEY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     route: str
     request_id: str
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
@@ -55,7 +57,9 @@ class InferRequest(_message.Message):
     model_versions: _containers.ScalarMap[str, str]
     bypass_cache: bool
     data_key: str
-    def __init__(self, route: _Optional[str] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., bypass_cache: _Optional[bool] = ..., data_key: _Optional[str] = ...) -> None: ...
+    timeout_ms: int
+    cancel: bool
+    def __init__(self, route: _Optional[str] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., bypass_cache: _Optional[bool] = ..., data_key: _Optional[str] = ..., timeout_ms: _Optional[int] = ..., cancel: _Optional[bool] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("name", "version")

@@ -1,0 +1,155 @@
+"""The SDK's calls on shared InferStreams against a real Triton: unary answers, deadlines and cancellation.
+
+``digits_slow`` holds a lone request about a second in its micro-batching
+window (no eager dispatch) before its real Triton call: long enough to pass a
+shorter deadline or to be cancelled while the gateway still works on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from switchyard.client import AsyncClient, DeadlineExceeded, InvalidArgument
+from switchyard.models.datasets import digits_split
+from switchyard.proxy.routes.schema import parse_routes
+from switchyard.proxy.settings import GatewaySettings
+from switchyard.server.local_triton import LocalTriton
+from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1 import gateway_pb2_grpc
+from switchyard.v1.channel import channel_options
+from switchyard.v1.tensors import from_numpy
+
+from .gateway_thread import GatewayThread
+from .waiting import wait_for
+
+ROUTES = """
+[[routes]]
+name = "digits"
+model = "digits_logreg"
+
+[[routes]]
+name = "digits_slow"
+model = "digits_logreg"
+batching = { max_delay_ms = 1000.0, max_batch = 64, eager = false }
+"""
+IMAGE = np.zeros((1, 64), np.float32)
+
+
+@pytest.fixture(scope="module")
+def gateway(local_triton: LocalTriton) -> Iterator[GatewayThread]:
+    settings = GatewaySettings(triton_url=local_triton.grpc_url, host="127.0.0.1", port=0, metrics_port=None)
+    thread = GatewayThread(settings, parse_routes(ROUTES))
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+def _gauge(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_concurrent_stream_calls_answer_as_unary_ones(gateway: GatewayThread) -> None:
+    _, x_test, _, y_test = digits_split()
+    images = x_test[:64]
+
+    async def run() -> tuple[list[int], list[int], int]:
+        async with AsyncClient(gateway.target) as unary, AsyncClient(gateway.target, stream_calls=True) as streamed:
+            plain = await asyncio.gather(*(unary.infer("digits", {"image": row[None]}) for row in images))
+            shared = await asyncio.gather(*(streamed.infer("digits", {"image": row[None]}) for row in images))
+            assert streamed._shared is not None
+            return (
+                [int(np.asarray(r["label"]).reshape(-1)[0]) for r in plain],
+                [int(np.asarray(r["label"]).reshape(-1)[0]) for r in shared],
+                streamed._shared.pending,
+            )
+
+    plain, shared, pending = asyncio.run(run())
+    assert shared == plain
+    assert np.mean(np.asarray(shared) == y_test[:64]) >= 0.9
+    assert pending == 0
+
+
+def test_a_stream_call_past_its_deadline_raises_at_the_deadline_and_the_stream_goes_on(gateway: GatewayThread) -> None:
+    async def run() -> tuple[float, int, int]:
+        async with AsyncClient(gateway.target, stream_calls=True) as client:
+            await client.infer("digits", {"image": IMAGE})  # the stream is open
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded) as info:
+                await client.infer("digits_slow", {"image": IMAGE}, timeout=0.4, request_id="late")
+            took = time.monotonic() - started
+            assert info.value.request_id == "late"
+            after = await client.infer("digits", {"image": IMAGE}, timeout=5)
+            assert client._shared is not None
+            return took, int(np.asarray(after["label"]).reshape(-1)[0]), client._shared.pending
+
+    took, _, pending = asyncio.run(run())
+    assert 0.3 <= took <= 0.5, f"DEADLINE_EXCEEDED after {took:.3f} s for a 0.4 s deadline"
+    assert pending == 0
+    wait_for(lambda: _gauge("switchyard_inflight_requests", route="digits_slow") == 0, 2, "no request left in flight")
+
+
+def test_a_cancelled_stream_call_leaves_nothing_pending_on_either_side(gateway: GatewayThread) -> None:
+    cancelled_before = _gauge("switchyard_requests_total", route="digits_slow", code="CANCELLED")
+
+    async def run() -> tuple[int, float]:
+        async with AsyncClient(gateway.target, stream_calls=True) as client:
+            call = asyncio.ensure_future(client.infer("digits_slow", {"image": IMAGE}, timeout=10))
+            await asyncio.sleep(0.3)
+            in_flight = _gauge("switchyard_inflight_requests", route="digits_slow")
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert client._shared is not None
+            return client._shared.pending, in_flight
+
+    started = time.monotonic()
+    pending, in_flight = asyncio.run(run())
+    assert in_flight == 1
+    assert pending == 0
+    # Withdrawn by the gateway well before the 1 s window would have sent it to Triton.
+    wait_for(lambda: _gauge("switchyard_inflight_requests", route="digits_slow") == 0, 0.5, "withdrawn")
+    assert time.monotonic() - started < 0.9
+    assert _gauge("switchyard_requests_total", route="digits_slow", code="CANCELLED") == cancelled_before + 1
+
+
+def test_the_contract_own_timeout_and_cancel_on_a_raw_stream(gateway: GatewayThread) -> None:
+    """Any client: timeout_ms ends one request in-band, cancel withdraws one unanswered, and Infer refuses cancel."""
+    image = from_numpy("image", IMAGE)
+    with grpc.insecure_channel(gateway.target, options=channel_options()) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+
+        def requests() -> Iterator[pb.InferRequest]:
+            yield pb.InferRequest(route="digits_slow", request_id="withdrawn", inputs=[image])
+            yield pb.InferRequest(route="digits_slow", request_id="late", inputs=[image], timeout_ms=200)
+            yield pb.InferRequest(request_id="withdrawn", cancel=True)
+            yield pb.InferRequest(request_id="unknown", cancel=True)  # nothing to withdraw: a no-op
+            yield pb.InferRequest(route="digits", request_id="fast", inputs=[image])
+
+        answers = {m.request_id: m for m in stub.InferStream(requests(), timeout=10)}
+        assert set(answers) == {"late", "fast"}
+        assert answers["late"].error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+        assert answers["fast"].WhichOneof("result") == "response"
+
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Infer(pb.InferRequest(route="digits", inputs=[image], cancel=True), timeout=5)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith("cancel:")
+
+
+def test_a_stream_call_error_is_the_unary_one(gateway: GatewayThread) -> None:
+    async def run() -> None:
+        async with AsyncClient(gateway.target, stream_calls=True) as client:
+            with pytest.raises(InvalidArgument) as info:
+                await client.infer("digits", {"pixels": IMAGE}, request_id="bad")
+            assert info.value.request_id == "bad"
+            assert "inputs" in info.value.message
+
+    asyncio.run(run())
