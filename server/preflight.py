@@ -70,16 +70,11 @@ def check_ports(settings: GatewaySettings) -> None:
 
 
 def check_model_repository(path: Path) -> None:
-    """A repository named with ``--model-repository`` exists and holds at least one model."""
+    """A repository named with ``--model-repository`` exists (it may be empty: ``models add`` and a reload fill it)."""
     if not path.is_dir():
         raise ModelRepositoryMissing(
             f"model repository {path} is not a directory (--model-repository): build the bundled models there "
             f"with `switchyard models build --out {path}`, or leave out --model-repository to use them"
-        )
-    if not any((entry / "config.pbtxt").is_file() for entry in path.iterdir()):
-        raise ModelRepositoryMissing(
-            f"model repository {path} has no model (no */config.pbtxt; --model-repository): build the bundled "
-            f"models there with `switchyard models build --out {path}`, or leave out --model-repository"
         )
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from switchyard.client.cli import main
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server.preflight import ModelRepositoryMissing, check_model_repository, check_redis, where_to_set
+from switchyard.server.preflight import check_model_repository, check_redis, where_to_set
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
 
 SWITCHYARD = os.path.join(sys.exec_prefix, "bin", "switchyard")
@@ -73,8 +73,7 @@ def test_model_repository_missing(tmp_path: Path) -> None:
         f"with `switchyard models build --out {missing}`, or leave out --model-repository to use them"
     )
     missing.mkdir()
-    with pytest.raises(ModelRepositoryMissing, match="has no model"):
-        check_model_repository(missing)
+    check_model_repository(missing)  # an empty one is fine: `switchyard models add` and a reload fill it
 
 
 def test_triton_binary_missing(
