@@ -10,29 +10,77 @@ install. With the server installed, its commands are added from
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
 
 from switchyard.client.batch.cli import add_parser as add_batch_parser
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVEL_ENV = "SWITCHYARD_LOG_LEVEL"
 SERVER_MISSING = "the {command} command needs the server: pip install 'switchyard[server]' (or 'switchyard[triton]')"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="switchyard", description="gRPC inference gateway in front of Triton")
-    p.add_argument("--log-level", default=os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO"))
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     try:
         from switchyard.server.cli import add_commands
     except ImportError as exc:
-        for command in ("serve", "models"):
+        for command in ("serve", "triton", "config", "models"):
             stand_in = sub.add_parser(command, help=f"(needs the server extra: {exc.name} is not installed)")
+            stand_in.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
             stand_in.set_defaults(func=lambda _a, c=command: _missing(c))
     else:
         add_commands(sub)
     add_batch_parser(sub)
+    add_log_level(p)
     return p
+
+
+def version() -> str:
+    """The installed distribution's version (``unknown`` when run from sources that were never installed)."""
+    try:
+        return importlib.metadata.version("switchyard")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def add_log_level(p: argparse.ArgumentParser) -> None:
+    """``--log-level`` on ``p`` and on every (nested) subcommand, so it may come before or after the command.
+
+    Only the top level has a default (``SWITCHYARD_LOG_LEVEL``, else INFO): a
+    subcommand sets it only when given there.
+    """
+    for parser, top in _parsers(p):
+        parser.add_argument(
+            "--log-level",
+            type=str.upper,
+            choices=LOG_LEVELS,
+            default=None if top else argparse.SUPPRESS,
+            help=f"logging threshold (default: {LOG_LEVEL_ENV} or INFO)",
+        )
+
+
+def _parsers(p: argparse.ArgumentParser, top: bool = True) -> list[tuple[argparse.ArgumentParser, bool]]:
+    found = [(p, top)]
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases name one parser twice
+                found += _parsers(child, top=False)
+    return found
+
+
+def log_level(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The level from the command line, else from ``SWITCHYARD_LOG_LEVEL`` (a usage error when that is wrong)."""
+    if args.log_level is not None:
+        return str(args.log_level)
+    level = os.environ.get(LOG_LEVEL_ENV, "INFO").upper()
+    if level not in LOG_LEVELS:
+        p.error(f"{LOG_LEVEL_ENV}={level!r} is not a log level (choose from {', '.join(LOG_LEVELS)})")
+    return level
 
 
 def _missing(command: str) -> int:
@@ -41,9 +89,11 @@ def _missing(command: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    args.log_level = log_level(p, args)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     return int(args.func(args))
 

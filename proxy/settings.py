@@ -2,7 +2,10 @@
 
 Every knob (ports, limits, timeouts, grace periods) lives here with its
 default and meaning; each can be set from the environment with the
-``SWITCHYARD_`` prefix (``SWITCHYARD_PORT=9000``) or from the command line.
+``SWITCHYARD_`` prefix (``SWITCHYARD_PORT=9000``), from the command line
+(``switchyard serve --port 9000``) or from a settings file (``port = 9000``);
+``server.settings_cli`` makes the flags and reads the file from the fields
+here, so a new field needs nothing more.
 Route definitions are not settings: they live in the routes file
 (``proxy.routes.schema``).
 """
@@ -158,7 +161,9 @@ class GatewaySettings(BaseSettings):
         "every process), 'off' (no Jobs service); 'auto' is redis when jobs_redis_url is set, else sqlite.",
     )
     data_dir: Path = Field(
-        default_factory=lambda: default_data_dir(), description="Folder of the embedded job store's default file."
+        default_factory=lambda: default_data_dir(),
+        description="Folder of the embedded job store's default file "
+        "(default: $XDG_DATA_HOME/switchyard, else ~/.local/share/switchyard).",
     )
     jobs_db: Path | None = Field(None, description="SQLite file of the embedded job store; unset: data_dir/jobs.db.")
     jobs_redis_url: str | None = Field(None, description="Redis of the job store (redis://host:6379/0).")

@@ -17,6 +17,12 @@
   (gRPC 8001, HTTP 8000, metrics 8002): a Triton replica that gateways on
   other hosts call (compose, Kubernetes). Supervised and restarted as under
   ``serve``; SIGTERM lets Triton finish in-flight requests, then exits 0.
+  Every gateway setting is a flag of ``serve``, generated from the settings
+  model (``server.settings_cli``), and a key of ``--settings FILE`` (TOML);
+  a flag beats ``SWITCHYARD_*`` variables, which beat the file.
+* ``switchyard config check ROUTES_FILE`` — checks a routes file (and with
+  ``--settings`` a settings file; with ``--triton-url`` the models too)
+  without serving.
 * ``switchyard models build`` — builds the bundled model repository.
 * ``switchyard models add | list | remove``, ``switchyard reload`` — users' own
   models and reloading a running gateway (``server.model_commands``).
@@ -43,14 +49,19 @@ import uvloop
 from pydantic import ValidationError
 
 from switchyard.models import BUNDLED_ROUTES
+from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.errors import ConfigError, GatewayError
 from switchyard.proxy.gateway import Gateway, PortInUse
 from switchyard.proxy.grpc.security import load_security
-from switchyard.proxy.routes.schema import load_routes
-from switchyard.proxy.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewaySettings
+from switchyard.proxy.routes.base import build_ops
+from switchyard.proxy.routes.schema import RoutesFile, load_routes
+from switchyard.proxy.routes.table import build_routes
+from switchyard.proxy.settings import GatewaySettings
 from switchyard.server import model_commands, project_init
-from switchyard.server.local_triton import LocalTriton, LocalTritonError
+from switchyard.server.local_triton import LocalTriton, LocalTritonError, TritonInstallation
 from switchyard.server.model_sync import ModelSync, Reloads, routes_models
+from switchyard.server.preflight import check_model_repository, check_ports, check_redis, where_to_set
+from switchyard.server.settings_cli import PRECEDENCE, add_settings_arguments, describe, flag_values, load_settings
 from switchyard.server.workers import WorkerPool, WorkersGaveUp, WorkerStartFailed
 
 log = logging.getLogger("switchyard")
@@ -59,6 +70,21 @@ DEFAULT_TRITON_GRACE_S = 10.0
 """``switchyard triton``: how long Triton may finish in-flight requests after SIGTERM before it is killed."""
 DEFAULT_TRITON_READY_TIMEOUT_S = 120.0
 """``switchyard triton``: how long a start or restart may take to have every model ready."""
+
+
+SERVE_FLAG_ALIASES = {
+    "routes_file": ["--config"],
+    "tls_cert_file": ["--tls-cert"],
+    "tls_key_file": ["--tls-key"],
+    "tls_client_ca_file": ["--tls-client-ca"],
+}
+"""Shorter spellings of some settings' flags under ``serve``."""
+SERVE_NOTES = {
+    "triton_url": "Unset, serve starts a local Triton from the nvidia-pytriton wheel",
+    "triton_shared_memory": "Under serve the default is system with the local Triton, off with --triton-url",
+    "workers": "Metrics are summed over the workers",
+}
+"""What ``serve`` adds to some settings' help."""
 
 
 def default_model_repository() -> Path:
@@ -84,36 +110,13 @@ def ensure_model_repository(path: Path) -> Path:
 
 
 def _settings(args: argparse.Namespace) -> GatewaySettings:
-    overrides: dict[str, Any] = {}
-    for key in ("host", "port", "metrics_host", "routes_file", "grace_s", "workers"):
-        value = getattr(args, key)
-        if value is not None:
-            overrides[key] = value
-    for key in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "api_keys_file"):
-        if getattr(args, key, None) is not None:
-            overrides[key] = getattr(args, key)
+    """The settings of ``serve``: flags, then ``SWITCHYARD_*`` variables, then ``--settings FILE``, then defaults."""
+    flags = flag_values(args)
     if args.no_metrics:
-        overrides["metrics_port"] = None
-    elif args.metrics_port is not None:
-        overrides["metrics_port"] = args.metrics_port
-    if args.triton_url:
-        overrides["triton_url"] = args.triton_url
-    if getattr(args, "triton_shared_memory", None) is not None:
-        overrides["triton_shared_memory"] = args.triton_shared_memory
-    for key in (
-        "data_dir",
-        "jobs_db",
-        "jobs_redis_url",
-        "jobs_concurrency",
-        "jobs_max_queued",
-        "jobs_visibility_timeout_s",
-        "jobs_max_attempts",
-    ):
-        if getattr(args, key, None) is not None:
-            overrides[key] = getattr(args, key)
-    if getattr(args, "no_jobs", False):
-        overrides["jobs_store"] = "off"
-    return GatewaySettings(**overrides)
+        flags["metrics_port"] = None
+    if args.no_jobs:
+        flags["jobs_store"] = "off"
+    return load_settings(flags, args.settings)
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -122,7 +125,9 @@ async def serve(args: argparse.Namespace) -> int:
     routes = load_routes(routes_path)
     if not routes.routes:
         log.warning("%s declares no routes: serving none until a reload brings some", routes_path)
-    load_security(settings)  # bad TLS or API key files fail here, before Triton starts
+    # Mistakes a user can fix fail here, each with one line, before Triton starts or models are built.
+    load_security(settings)
+    await preflight(settings, args)
     tritons: list[LocalTriton] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -193,8 +198,21 @@ async def serve(args: argparse.Namespace) -> int:
         log.info("stopped")
 
 
+async def preflight(settings: GatewaySettings, args: argparse.Namespace) -> None:
+    """``serve``'s checks before it starts anything (``server.preflight``)."""
+    check_ports(settings)
+    if "triton_url" not in settings.model_fields_set:
+        TritonInstallation.find()  # raises TritonNotInstalled: install the triton extra or pass --triton-url
+        if args.model_repository is not None:
+            check_model_repository(args.model_repository)
+    await check_redis(settings)
+
+
 async def serve_triton(args: argparse.Namespace) -> int:
     """``switchyard triton``: runs the local Triton alone until SIGINT/SIGTERM, restarting it when it dies."""
+    TritonInstallation.find()
+    if args.model_repository is not None:
+        check_model_repository(args.model_repository)
     repository = args.model_repository or ensure_model_repository(default_model_repository())
     triton = LocalTriton(
         repository,
@@ -238,49 +256,69 @@ def build_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_config(args: argparse.Namespace) -> int:
+    """``switchyard config check``: the routes file (and a settings file) checked as ``serve`` would, not served."""
+    config = load_routes(args.routes_file)
+    _check_ops(config)
+    if args.settings is not None:
+        load_settings({}, args.settings)
+    if args.triton_url:
+        uvloop.run(_check_against_triton(config, args.triton_url))
+    names = ", ".join(route.name for route in config.routes)
+    checked = f" against {args.triton_url}" if args.triton_url else ""
+    print(f"switchyard: {args.routes_file}: {len(config.routes)} routes OK{checked} ({names})")
+    return 0
+
+
+def _check_ops(config: RoutesFile) -> None:
+    """Every op of every route exists and takes its parameters (what start-up checks before any model)."""
+    for route in config.routes:
+        where = f"routes[{route.name}]"
+        build_ops(route.pre, f"{where}.pre")
+        build_ops(route.post, f"{where}.post")
+        for kind in ("steps", "branches", "stages"):
+            for i, step in enumerate(getattr(route, kind, ())):
+                build_ops(step.post, f"{where}.{kind}[{i}].post")
+
+
+async def _check_against_triton(config: RoutesFile, triton_url: str) -> None:
+    backend = TritonBackend(triton_url, max_message_bytes=GatewaySettings.model_fields["max_message_bytes"].default)
+    try:
+        await build_routes(config, backend)
+    finally:
+        await backend.close()
+
+
 def parser() -> argparse.ArgumentParser:
     """The server's commands on their own (``python -m switchyard.server.cli``)."""
     p = argparse.ArgumentParser(prog="switchyard", description="gRPC inference gateway in front of Triton")
-    p.add_argument("--log-level", default=os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        default=os.environ.get("SWITCHYARD_LOG_LEVEL", "INFO").upper(),
+    )
     add_commands(p.add_subparsers(dest="command", required=True))
     return p
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``serve`` and ``models`` to the ``switchyard`` command (``switchyard.client.cli`` adds ``batch``)."""
-    s = sub.add_parser("serve", help="serve the gateway (starts a local Triton unless --triton-url is given)")
-    s.add_argument("--config", dest="routes_file", type=Path, help="routes file (TOML); default: the bundled routes")
-    s.add_argument(
-        "--triton-url",
-        help="use this Triton (host:port of its gRPC endpoint; several comma-separated, or dns:///name:port) "
-        "instead of a local one; also SWITCHYARD_TRITON_URL",
+    s = sub.add_parser(
+        "serve",
+        help="serve the gateway (starts a local Triton unless --triton-url is given)",
+        description="Serves the gateway. Every setting below is also read from its SWITCHYARD_* environment "
+        f"variable and from a --settings file; where several give one, {PRECEDENCE} wins.",
     )
-    s.add_argument("--host", help="address to bind (default 0.0.0.0)")
-    s.add_argument("--port", type=int, help=f"gRPC port (default {DEFAULT_PORT}; 0 picks one)")
-    s.add_argument("--metrics-host", help="address of the metrics endpoint (default 127.0.0.1)")
-    s.add_argument("--metrics-port", type=int, help=f"metrics port (default {DEFAULT_METRICS_PORT}; 0 picks one)")
-    s.add_argument("--no-metrics", action="store_true", help="do not serve metrics")
-    s.add_argument("--grace-s", type=float, help="seconds in-flight calls may finish after SIGTERM")
     s.add_argument(
-        "--workers",
-        type=int,
-        help="gateway processes sharing the port with SO_REUSEPORT (default 1); metrics are summed over them",
-    )
-    s.add_argument("--tls-cert", dest="tls_cert_file", type=Path, help="server certificate (PEM): serve TLS only")
-    s.add_argument("--tls-key", dest="tls_key_file", type=Path, help="private key of --tls-cert (PEM, unencrypted)")
-    s.add_argument(
-        "--tls-client-ca",
-        dest="tls_client_ca_file",
+        "--settings",
         type=Path,
-        help="CA certificates (PEM): require client certificates signed by them (mutual TLS)",
+        metavar="FILE",
+        help="settings file (TOML: one 'setting_name = value' per line, names as the flags below with _ for -; "
+        "relative paths in it are relative to its folder)",
     )
-    s.add_argument(
-        "--api-keys-file",
-        dest="api_keys_file",
-        type=Path,
-        help="API keys and their allowed routes (TOML, see proxy/grpc/security); "
-        "SWITCHYARD_API_KEYS=name:key,... adds keys allowed every route",
-    )
+    s.add_argument("--no-metrics", action="store_true", help="do not serve metrics (as --metrics-port none)")
+    s.add_argument("--no-jobs", action="store_true", help="do not serve the Jobs service (as --jobs-store off)")
     s.add_argument(
         "--model-repository",
         type=Path,
@@ -300,25 +338,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="local Tritons to start and supervise, all in one pool behind the gateway (default 1; "
         "one per GPU on a GPU host): a call fails over when one dies",
     )
-    s.add_argument(
-        "--triton-shared-memory",
-        choices=("off", "system"),
-        help="'system': send large input tensors to Triton through shared memory (Triton on this host); "
-        "default: system with the local Triton, off with --triton-url",
-    )
-    j = s.add_argument_group("asynchronous jobs (switchyard.v1.Jobs)")
-    j.add_argument("--data-dir", type=Path, help="folder of the embedded job store (default ~/.local/share/switchyard)")
-    j.add_argument("--jobs-db", type=Path, help="SQLite file of the embedded job store (default DATA_DIR/jobs.db)")
-    j.add_argument("--jobs-redis-url", help="keep jobs in this Redis (redis://host:6379/0), shared by every gateway")
-    j.add_argument("--no-jobs", action="store_true", help="do not serve the Jobs service")
-    j.add_argument("--jobs-concurrency", type=int, help="jobs this process runs at once (default 4)")
-    j.add_argument("--jobs-max-queued", type=int, help="queued jobs before SubmitJob answers RESOURCE_EXHAUSTED")
-    j.add_argument(
-        "--jobs-visibility-timeout-s",
-        type=float,
-        help="lease of a running job; a job whose worker died runs again after it (default 30)",
-    )
-    j.add_argument("--jobs-max-attempts", type=int, help="default attempts per job before it fails (default 3)")
+    add_settings_arguments(s, aliases=SERVE_FLAG_ALIASES, notes=SERVE_NOTES)
     s.set_defaults(func=lambda a: run_command(lambda: uvloop.run(serve(a))))
 
     t = sub.add_parser(
@@ -348,6 +368,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     t.set_defaults(func=lambda a: run_command(lambda: uvloop.run(serve_triton(a))))
 
+    c = sub.add_parser("config", help="configuration commands")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    k = csub.add_parser(
+        "check",
+        help="check a routes file (and a settings file) without serving",
+        description="Checks a routes file: its TOML, every route's schema, ops and their parameters; with "
+        "--triton-url also every model and tensor mapping against that Triton's model metadata. Exits 0 "
+        "when all is well, 2 with the route and field named when not.",
+    )
+    k.add_argument("routes_file", type=Path, metavar="ROUTES_FILE", help="the routes file (TOML)")
+    k.add_argument("--settings", type=Path, metavar="FILE", help="also check this settings file (TOML)")
+    k.add_argument("--triton-url", help="also check the routes against the models of this Triton (host:port)")
+    k.set_defaults(func=lambda a: run_command(lambda: check_config(a)))
+
     m = sub.add_parser("models", help="model repository commands")
     msub = m.add_subparsers(dest="models_command", required=True)
     b = msub.add_parser("build", help="train the bundled models and write the Triton model repository")
@@ -368,8 +402,11 @@ def run_command(command: Callable[[], int]) -> int:
     """Runs a server command; the errors a user can act on become a message and an exit status, not a traceback."""
     try:
         return int(command())
-    except (ConfigError, PortInUse, ValidationError) as exc:
-        print(f"switchyard: error: {exc}", file=sys.stderr)
+    except (ConfigError, PortInUse) as exc:
+        print(f"switchyard: error: {where_to_set(str(exc))}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"switchyard: error: {describe(exc)}", file=sys.stderr)
         return 2
     except GatewayError as exc:
         print(f"switchyard: error: {exc.message}", file=sys.stderr)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
+from switchyard.client.cli import main as cli_main
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.routes.schema import parse_routes
@@ -167,3 +169,19 @@ def test_a_good_composite_file_builds(local_triton: LocalTriton) -> None:
     table = build(local_triton, SERIAL)
     (route,) = list(table)
     assert [s.name for s in route.description.outputs] == ["cultivar", "probabilities"]
+
+
+def test_config_check_against_triton_names_the_mistake(
+    local_triton: LocalTriton, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    routes = tmp_path / "routes.toml"
+    routes.write_text(SERIAL)
+    assert cli_main(["config", "check", str(routes), "--triton-url", local_triton.grpc_url]) == 0
+    assert capsys.readouterr().out == f"switchyard: {routes}: 1 routes OK against {local_triton.grpc_url} (r)\n"
+    routes.write_text(SERIAL + '[[routes.steps]]\nname = "next"\nmodel = "no_such_model"\n')
+    assert cli_main(["config", "check", str(routes)]) == 0  # the file alone is well formed
+    capsys.readouterr()
+    assert cli_main(["config", "check", str(routes), "--triton-url", local_triton.grpc_url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("switchyard: error: routes[r].steps[1].model:"), err
+    assert "Traceback" not in err
