@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from tritonclient.grpc import model_config_pb2, service_pb2
 
+from switchyard.proxy.client_text import shown
 from switchyard.proxy.errors import GatewayError, RouteNotFound, Unsupported, abort_with, internal_error
 from switchyard.proxy.grpc.gateway import TIMING_METADATA, unless_caller_gone
 from switchyard.proxy.grpc.oip_messages import (
@@ -151,7 +152,7 @@ class OipService:
             check_version(request.version, request.name, where="version")
             return self._plane.routes.get(request.name).description
         except RouteNotFound as exc:
-            await context.abort(exc.code, f"name: no route named {exc.name!r}")
+            await context.abort(exc.code, f"name: no route named {shown(exc.name)}")
             raise AssertionError("unreachable: ServicerContext.abort raises") from exc
         except GatewayError as exc:
             await abort_with(context, exc)
