@@ -199,7 +199,8 @@ def record(
     pid: int, raw_path: Path, duration_s: int, rate: int, native: bool, log: Callable[[str], None]
 ) -> subprocess.Popen[bytes]:
     """Start ``py-spy record`` on ``pid`` for ``duration_s`` seconds, writing collapsed stacks to ``raw_path``."""
-    command = [_py_spy(), "record", "--pid", str(pid), "--format", "raw", "--nolineno"]
+    # --subprocesses: `serve` runs the gateway in worker processes under it.
+    command = [_py_spy(), "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--nolineno"]
     command += ["--duration", str(duration_s), "--rate", str(rate), "--output", str(raw_path)]
     if native:
         command.append("--native")

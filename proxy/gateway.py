@@ -23,6 +23,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from switchyard.proxy import metrics
 from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool
 from switchyard.proxy.backend.pool import TritonPool
 from switchyard.proxy.backend.shared_memory import SharedMemoryPool
@@ -92,6 +93,7 @@ class Gateway:
         self._data_cache: Cache | None = None
         self.jobs: JobQueue | None = None
         self._plane: DataPlane | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Starts serving; returns the bound gRPC port."""
@@ -152,6 +154,8 @@ class Gateway:
         if port == 0:
             raise PortInUse(f"cannot listen on {address}: the port is in use or the address is not local")
         await self._health.start()
+        if metrics.MULTIPROCESS:
+            self._flusher = asyncio.create_task(metrics.flush_every(), name="metrics-flush")
         if self.jobs is not None:
             await self.jobs.start()
         await server.start()
@@ -225,3 +229,7 @@ class Gateway:
             if cache is not None:
                 await cache.close()
         self._cache = self._data_cache = None
+        if self._flusher is not None:
+            self._flusher.cancel()  # flushes once more on the way out
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None

@@ -10,7 +10,11 @@ otherwise.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import functools
+import os
+from typing import Any, TypeVar
 
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
@@ -54,15 +58,148 @@ ROWS = Counter(
 )
 
 
-# The per-request paths use these bound children: ``.labels()`` takes a lock and
-# builds a key on every call, which the profile of the passthrough route showed.
-# Labels are route names from the configuration (or one placeholder for unknown
-# routes), stage names and status codes: a small, bounded set.
-in_flight = functools.cache(IN_FLIGHT.labels)
-latency = functools.cache(LATENCY.labels)
-requests = functools.cache(REQUESTS.labels)
-rows = functools.cache(ROWS.labels)
-stage_latency = functools.cache(STAGE_LATENCY.labels)
+# -- the per-request paths ----------------------------------------------------------
+#
+# They use bound children: ``.labels()`` takes a lock and builds a key on every
+# call, which the profile of the passthrough route showed. Labels are route
+# names from the configuration (or one placeholder for unknown routes), stage
+# names and status codes: a small, bounded set.
+#
+# Under ``switchyard serve`` the gateway runs in worker processes whose
+# metrics are prometheus_client's multiprocess values: each update writes an
+# mmap'd file after checking the process id, 2-3 times the cost of a plain
+# one, and a call makes about ten. There the hot metrics are *deferred*: an
+# update is a Python addition, and :func:`flush` (every ``FLUSH_S`` while a
+# gateway runs, and when it stops) adds the sums to the shared values, so the
+# supervisor's endpoint lags by at most that much. In one process (tests,
+# embedded gateways) updates go straight to the registry, as before.
+
+FLUSH_S = 0.5
+"""How often deferred metrics reach the shared values, in worker processes."""
+
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+class DeferredCounter:
+    __slots__ = ("_child", "_pending")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._pending = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._pending += amount
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, 0.0
+            self._child.inc(pending)
+
+
+class DeferredGauge:
+    __slots__ = ("_child", "_value", "_written")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._value = 0.0
+        self._written = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._value -= amount
+
+    def flush(self) -> None:
+        if self._value != self._written:
+            self._written = self._value
+            self._child.set(self._value)
+
+
+class DeferredHistogram:
+    """Bucket counts and a sum kept here; :meth:`flush` adds them to the child's own (its ``_buckets``, ``_sum``)."""
+
+    __slots__ = ("_bounds", "_child", "_counts", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, amount)] += 1
+        self._sum += amount
+
+    def flush(self) -> None:
+        if not any(self._counts):
+            return
+        counts, self._counts = self._counts, [0] * len(self._bounds)
+        for bucket, count in zip(self._child._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        total, self._sum = self._sum, 0.0
+        self._child._sum.inc(total)
+
+
+_deferred: list[DeferredCounter | DeferredGauge | DeferredHistogram] = []
+M = TypeVar("M")
+
+
+def hot(child: M) -> M:
+    """``child`` (a bound Counter, Gauge or Histogram), deferred in a worker process (see above)."""
+    if not MULTIPROCESS:
+        return child
+    wrapper: DeferredCounter | DeferredGauge | DeferredHistogram
+    if isinstance(child, Histogram):
+        wrapper = DeferredHistogram(child)
+    elif isinstance(child, Gauge):
+        wrapper = DeferredGauge(child)
+    else:
+        wrapper = DeferredCounter(child)
+    _deferred.append(wrapper)
+    return wrapper  # type: ignore[return-value]  # the same update methods
+
+
+def flush() -> None:
+    """Adds what deferred metrics hold to the shared values."""
+    for metric in _deferred:
+        metric.flush()
+
+
+async def flush_every(interval_s: float = FLUSH_S) -> None:
+    """Flushes deferred metrics until cancelled, then once more."""
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            flush()
+    finally:
+        flush()
+
+
+@functools.cache
+def in_flight(route: str) -> Gauge:
+    return hot(IN_FLIGHT.labels(route))
+
+
+@functools.cache
+def latency(route: str) -> Histogram:
+    return hot(LATENCY.labels(route))
+
+
+@functools.cache
+def requests(route: str, code: str) -> Counter:
+    return hot(REQUESTS.labels(route, code))
+
+
+@functools.cache
+def rows(route: str) -> Counter:
+    return hot(ROWS.labels(route))
+
+
+@functools.cache
+def stage_latency(route: str, stage: str) -> Histogram:
+    return hot(STAGE_LATENCY.labels(route, stage))
 
 
 # Asynchronous jobs (proxy.jobs). Job latency runs from submit to the end, so

@@ -105,12 +105,12 @@ class GatewaySettings(BaseSettings):
         description="Gateway processes sharing the gRPC port (SO_REUSEPORT) under `switchyard serve`; "
         "each has its own event loop, backend channel and micro-batcher.",
     )
-    worker_max_rss_mb: int | None = Field(
+    worker_max_rss_mb: int = Field(
         1024,
-        ge=64,
+        ge=0,
         description="Under `switchyard serve`: a gateway worker whose resident memory passes this many MiB is "
         "replaced by a fresh one with no call failed (the new one serves before the old one drains). It bounds "
-        "what grpcio leaks under cancelled and expired calls (grpc/grpc#43360); unset: never replaced, and "
+        "what grpcio leaks under cancelled and expired calls (grpc/grpc#43360); 0: never replaced, and "
         "with workers = 1 the gateway then runs in the serve process itself.",
     )
     cache_backend: Literal["memory", "redis"] = Field(

@@ -254,6 +254,9 @@ class TritonPool:
     # -- calls -----------------------------------------------------------------------
 
     def _choose(self, model: str, exclude: set[str]) -> TritonBackend | None:
+        if len(self.endpoints) == 1:  # the common case: nothing to weigh
+            ((endpoint, backend),) = self.endpoints.items()
+            return backend if backend.circuit_closed and endpoint not in exclude else None
         now = time.monotonic()
         candidates = [
             (backend.cost(now), endpoint)

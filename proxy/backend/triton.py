@@ -49,7 +49,7 @@ import grpc
 from prometheus_client import Counter, Gauge
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from switchyard.proxy import errors
+from switchyard.proxy import errors, metrics
 from switchyard.proxy.backend.breaker import CircuitBreaker, CircuitState
 from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool, DeviceTensor
 from switchyard.proxy.backend.retry import RETRIES, RETRIES_SKIPPED, RetryBudget
@@ -185,13 +185,19 @@ async def finished(call: grpc.aio.UnaryUnaryCall[Any, R], wait_s: float | None =
     any more; it could not stop a queued request reliably anyway (Triton 2.51
     has cancellation races that can crash it).
     """
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    call.add_done_callback(lambda _call: None if done.done() else done.set_result(None))
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+    call.add_done_callback(lambda _call: None if done.done() else done.set_result(True))
     if wait_s is None:
         await done
     else:
-        async with asyncio.timeout(wait_s):
-            await done
+        # A timer completing the future rather than asyncio.timeout: no cancellation to unwind on the way.
+        timer = loop.call_later(wait_s, lambda: None if done.done() else done.set_result(False))
+        try:
+            if not await done:
+                raise TimeoutError
+        finally:
+            timer.cancel()
     return await call  # finished: its reply at once, or its AioRpcError
 
 
@@ -204,6 +210,8 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int
+    instances: int = 1
+    """Model instances Triton runs (its instance groups' counts): calls it executes at once."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +270,7 @@ class TritonBackend:
         """Inference calls of this process on this endpoint now."""
         self._latency_s = 0.0
         self._latency_at = 0.0
-        self._inflight = BACKEND_INFLIGHT.labels(url)
+        self._inflight = metrics.hot(BACKEND_INFLIGHT.labels(url))
         self._answers: dict[str, Counter] = {}
 
     def cost(self, now: float) -> float:
@@ -449,6 +457,7 @@ class TritonBackend:
             inputs=tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in meta.inputs),
             outputs=tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in meta.outputs),
             max_batch_size=int(config.config.max_batch_size),
+            instances=max(1, sum(int(group.count) or 1 for group in config.config.instance_group)),
         )
 
     async def infer(
@@ -500,7 +509,7 @@ class TritonBackend:
             self._inflight.dec()
             answered = self._answers.get(code)
             if answered is None:
-                answered = self._answers[code] = BACKEND_REQUESTS.labels(self.url, code)
+                answered = self._answers[code] = metrics.hot(BACKEND_REQUESTS.labels(self.url, code))
             answered.inc()
 
     async def _infer(

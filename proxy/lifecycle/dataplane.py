@@ -15,11 +15,12 @@ Load shedding: every inference request first takes a slot from the process's
 ``RESOURCE_EXHAUSTED`` at once, before validation or any backend work, and
 counted in ``switchyard_shed_requests_total{route,reason}``.
 
-Deadlines: every backend call carries the call's remaining time as its gRPC
-timeout; on top of that, nothing a request runs may outlive its deadline by
-more than ``DEADLINE_SLACK_S`` (a last resort for waits that are not backend
-calls, such as joining a coalesced flight started by a caller with a later
-deadline).
+Deadlines: every backend call ends for its caller at the call's deadline; on
+top of that, nothing a request runs may outlive its deadline by more than
+``DEADLINE_SLACK_S`` (a last resort for waits that are not backend calls, such
+as joining a coalesced flight started by a caller with a later deadline). A
+route whose only wait is the backend call (``Route.bounded_by_backend``) is
+spared that second timer.
 
 Unexpected exceptions become INTERNAL with a fixed message and the request
 id; the traceback goes to the log, never to the client.
@@ -175,14 +176,17 @@ class DataPlane:
             route = self.routes.get(request.route)
             ctx = call.context(route, client_remaining)
             _check(request, route)
-            bound = asyncio.timeout(max(ctx.remaining(), 0.0) + DEADLINE_SLACK_S)
-            try:
-                async with bound:
-                    response = await self._answers.answer(route, request, ctx)
-            except TimeoutError:
-                if not bound.expired():
-                    raise
-                raise DeadlineExceeded(f"deadline exceeded on route {route.name!r}") from None
+            if route.bounded_by_backend and not route.coalesce:
+                response = await self._answers.answer(route, request, ctx)
+            else:
+                bound = asyncio.timeout(max(ctx.remaining(), 0.0) + DEADLINE_SLACK_S)
+                try:
+                    async with bound:
+                        response = await self._answers.answer(route, request, ctx)
+                except TimeoutError:
+                    if not bound.expired():
+                        raise
+                    raise DeadlineExceeded(f"deadline exceeded on route {route.name!r}") from None
             return Answer(response, None, ctx.timing_header() if ctx.spans else "")
         except asyncio.CancelledError:
             call.code = grpc.StatusCode.CANCELLED

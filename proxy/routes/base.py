@@ -113,6 +113,8 @@ class Route(ABC):
         """Everything besides the inputs that decides an answer (models, versions, op parameters)."""
         self.allow_non_finite = config.allow_non_finite
         """Whether float inputs may hold NaN or +-Inf; False: such requests are INVALID_ARGUMENT."""
+        self.bounded_by_backend = False
+        """Whether the route's only wait is a backend call that ends at the deadline on its own (see DataPlane)."""
 
     @property
     def name(self) -> str:

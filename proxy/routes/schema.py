@@ -37,10 +37,14 @@ TOML with one ``[[routes]]`` table per route::
 Every kind also takes ``cache = { ttl_s = 60 }`` (prediction cache),
 ``coalesce = true`` (identical requests in flight share one backend call)
 and ``data_cache = true`` (pre-processed inputs are reused). Single-model
-routes also take ``batching = { max_delay_ms = 2.0, max_batch = 64, eager = false }``
-(concurrent requests wait up to the delay to share one Triton call; with
-``eager`` a request is sent at once when no merged call is in flight, or
-fewer than ``eager_calls``; see ``proxy.backend.batching``; default off). Composite kinds
+routes whose model batches micro-batch by default, adapted to the model: a
+request goes at once while fewer calls are in flight than Triton runs
+instances of the model, and waits to share a call only while all are busy
+(``batching = false`` turns it off). ``batching = { max_delay_ms = 2.0,
+max_batch = 64, eager = false }`` sets it by hand: concurrent requests wait up
+to the delay to share one Triton call; with ``eager`` a request is sent at
+once when no merged call is in flight, or fewer than ``eager_calls``; see
+``proxy.backend.batching``. Composite kinds
 replace ``model`` with a list of model calls, each a *step*::
 
     [[routes]]
@@ -250,7 +254,19 @@ class RouteConfig(RouteConfigBase):
     kind: Literal["single"] = "single"
     model: str = Field(min_length=1)
     version: str = Field("", pattern=_VERSION)
-    batching: BatchingConfig | None = None
+    batching: (
+        Annotated[
+            Annotated[BatchingConfig, Tag("table")] | Annotated[bool, Tag("switch")],
+            Discriminator(
+                lambda value: "switch" if isinstance(value, bool) else "table",
+                custom_error_type="batching",
+                custom_error_message="batching takes true, false or a table of settings",
+            ),
+        ]
+        | None
+    ) = None
+    """Micro-batching: unset or ``true``, on when the model batches, adapted to it (see ``proxy.backend.batching``);
+    ``false``, off; a table, as given."""
 
     def models(self) -> list[str]:
         return [self.model]
@@ -359,6 +375,10 @@ class RoutesFile(BaseModel):
         return routes
 
 
+_UNION_TAGS = ("table", "switch")
+"""Tags of the unions inside a route (``batching``), left out of the field a message names."""
+
+
 def _describe(error: ValidationError, data: dict[str, Any]) -> str:
     lines = []
     for item in error.errors():
@@ -367,7 +387,8 @@ def _describe(error: ValidationError, data: dict[str, Any]) -> str:
         # Name the route rather than its index: "routes[digits].model".
         if len(loc) >= 3 and loc[0] == "routes" and loc[2] in ("single", "serial", "parallel", "progressive"):
             loc = loc[:2] + loc[3:]  # the kind's union tag
-            where = ".".join(str(p) for p in loc)
+        loc = [part for part in loc if part not in _UNION_TAGS]
+        where = ".".join(str(p) for p in loc)
         if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
             try:
                 name = data["routes"][loc[1]].get("name", loc[1])

@@ -29,7 +29,7 @@ from switchyard.proxy.routes.base import (
     declared_inputs,
     run_ops,
 )
-from switchyard.proxy.routes.schema import RouteConfig, StepConfig
+from switchyard.proxy.routes.schema import BatchingConfig, RouteConfig, StepConfig
 from switchyard.proxy.routes.step import ModelStep
 from switchyard.proxy.tensor_spec import TensorLike, TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
@@ -44,6 +44,8 @@ class SingleModelRoute(Route):
         data_cache: Cache | None = None,
     ) -> None:
         super().__init__(config)
+        # Nothing but the backend call can wait here, and that call ends at the deadline by itself.
+        self.bounded_by_backend = not config.pre and not config.post and not config.data_cache
         where = f"routes[{config.name}]"
         model = infos[config.model]
         self._model = model.name
@@ -95,10 +97,11 @@ class SingleModelRoute(Route):
         if self._prepare is not None:
             inputs = await self._prepare.run(request, ctx)
         wanted = list(request.outputs) or self._output_names
-        # Post-ops may need any model output; without them ask Triton for
-        # exactly what the client wants.
+        # Post-ops may need any model output; without them ask Triton for exactly what the client wants
+        # (nothing named: every output, in the model's order, as the route describes them).
+        asked = [] if self._post else list(request.outputs)
         with ctx.stage("infer"):
-            outputs, models = await self.step.call(self._model, inputs, [] if self._post else wanted, request, ctx)
+            outputs, models = await self.step.call(self._model, inputs, asked, request, ctx)
         if self._post:
             with ctx.stage("post"):
                 outputs = await run_ops(self._post, outputs, wanted)
@@ -115,16 +118,34 @@ def _check_produces(model: ModelInfo, produced: Mapping[str, TensorSpec], where:
             raise ConfigError(f"{where}: model {model.name!r} needs input {spec}, the route produces {got}")
 
 
+DEFAULT_MAX_DELAY_MS = 2.0
+"""Under the default batching, the longest a request waits while every instance of the model is busy."""
+
+
 def _batcher(config: RouteConfig, model: ModelInfo, backend: InferBackend, where: str) -> MicroBatcher | None:
-    if config.batching is None:
+    """The route's micro-batcher: by default (``batching`` unset or true) one adapted to the model, when it batches.
+
+    Adapted: a request is sent at once while fewer merged calls are in flight
+    than Triton runs instances of the model (waiting could not fill a batch
+    then, and an instance is free), and queued only while all of them are
+    busy, to go as soon as one returns: under light load nothing waits, under
+    heavy load calls fill up.
+    """
+    if config.batching is False or (config.batching is None and model.max_batch_size <= 0):
         return None
     if model.max_batch_size <= 0:
         raise ConfigError(f"{where}.batching: model {model.name!r} does not batch (max_batch_size 0); remove batching")
+    if isinstance(config.batching, BatchingConfig):
+        batching = config.batching
+        eager, eager_calls = batching.eager, batching.eager_calls
+    else:
+        batching = BatchingConfig(max_delay_ms=DEFAULT_MAX_DELAY_MS)
+        eager, eager_calls = True, model.instances
     return MicroBatcher(
         backend,
         model.name,
-        max_delay_s=config.batching.max_delay_ms / 1e3,
-        max_batch=min(config.batching.max_batch, model.max_batch_size),
-        eager=config.batching.eager,
-        eager_calls=config.batching.eager_calls,
+        max_delay_s=batching.max_delay_ms / 1e3,
+        max_batch=min(batching.max_batch, model.max_batch_size),
+        eager=eager,
+        eager_calls=eager_calls,
     )

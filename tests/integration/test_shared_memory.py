@@ -33,14 +33,17 @@ from switchyard.v1.tensors import from_numpy, to_numpy
 from ..proxy.array_modules import CUPY
 from .gateway_thread import GatewayThread
 
+# No micro-batching: these tests follow each request's own slots.
 ROUTES = """
 [[routes]]
 name = "digits"
 model = "digits_logreg"
+batching = false
 
 [[routes]]
 name = "cnn"
 model = "image_cnn"
+batching = false
 
 [[routes]]
 name = "digits_u8"
