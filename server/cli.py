@@ -39,6 +39,7 @@ import uvloop
 from pydantic import ValidationError
 
 from switchyard.models import BUNDLED_ROUTES
+from switchyard.proxy import logs
 from switchyard.proxy.errors import ConfigError, GatewayError
 from switchyard.proxy.gateway import Gateway, PortInUse
 from switchyard.proxy.grpc.security import load_security
@@ -111,6 +112,7 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level, args.log_format)
     settings = _settings(args)
     routes = load_routes(settings.routes_file or BUNDLED_ROUTES)
     load_security(settings)  # bad TLS or API key files fail here, before Triton starts
@@ -145,7 +147,7 @@ async def serve(args: argparse.Namespace) -> int:
         if settings.workers > 1 or settings.worker_max_rss_mb:
             # Worker processes share the port (SO_REUSEPORT); this process supervises them, and replaces
             # one that dies or grows past worker_max_rss_mb.
-            gateway = WorkerPool(settings, settings.workers, log_level=args.log_level)
+            gateway = WorkerPool(settings, settings.workers, log_level=args.log_level, log_format=args.log_format)
         else:
             gateway = Gateway(settings, routes)
         port = await gateway.start()
@@ -176,6 +178,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 async def serve_triton(args: argparse.Namespace) -> int:
     """``switchyard triton``: runs the local Triton alone until SIGINT/SIGTERM, restarting it when it dies."""
+    logs.configure(args.log_level, args.log_format)
     repository = args.model_repository or ensure_model_repository(default_model_repository())
     triton = LocalTriton(
         repository,
@@ -300,6 +303,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="lease of a running job; a job whose worker died runs again after it (default 30)",
     )
     j.add_argument("--jobs-max-attempts", type=int, help="default attempts per job before it fails (default 3)")
+    _add_log_format(s)
     s.set_defaults(func=lambda a: run_command(lambda: uvloop.run(serve(a))))
 
     t = sub.add_parser(
@@ -327,6 +331,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=DEFAULT_TRITON_READY_TIMEOUT_S,
         help=f"how long a (re)start may take to have every model ready (default {DEFAULT_TRITON_READY_TIMEOUT_S:g})",
     )
+    _add_log_format(t)
     t.set_defaults(func=lambda a: run_command(lambda: uvloop.run(serve_triton(a))))
 
     m = sub.add_parser("models", help="model repository commands")
@@ -334,6 +339,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     b = msub.add_parser("build", help="train the bundled models and write the Triton model repository")
     b.add_argument("--out", type=Path, help="where to write it (default: the user cache)")
     b.set_defaults(func=lambda a: run_command(lambda: build_models(a)))
+
+
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=logs.LOG_FORMATS,
+        default=os.environ.get("SWITCHYARD_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line (default text; also SWITCHYARD_LOG_FORMAT)",
+    )
 
 
 def _at_least_one(text: str) -> int:

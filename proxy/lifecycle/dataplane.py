@@ -39,11 +39,13 @@ import grpc
 from switchyard.proxy import metrics
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.cache.prediction import PredictionCache
+from switchyard.proxy.client_text import escaped
 from switchyard.proxy.errors import BackendUnavailable, DeadlineExceeded, GatewayError, internal_error
 from switchyard.proxy.lifecycle.admission import Admission, Shed
 from switchyard.proxy.lifecycle.context import CallContext, new_request_id
 from switchyard.proxy.lifecycle.deadlines import DEADLINE_SLACK_S, call_timeout
-from switchyard.proxy.lifecycle.validation import check_request
+from switchyard.proxy.lifecycle.validation import MAX_REQUEST_ID_LENGTH, check_request
+from switchyard.proxy.logs import request_fields
 from switchyard.proxy.routes.base import Route
 from switchyard.proxy.routes.progressive import ProgressiveRoute
 from switchyard.proxy.routes.table import RouteTable
@@ -128,11 +130,26 @@ class _Call:
             self.code = exc.code
             if isinstance(exc, BackendUnavailable):
                 self._plane.on_backend_down()
-            log.info("request %s on route %s failed: %s %s", self.request_id, self.label, exc.code.name, exc.message)
+            log.info(
+                "request %s on route %s failed: %s %s",
+                escaped(self.request_id, MAX_REQUEST_ID_LENGTH),
+                self.label,
+                exc.code.name,
+                exc.message,
+                extra=self._fields(),
+            )
             return exc
         self.code = grpc.StatusCode.INTERNAL
-        log.exception("request %s on route %s failed unexpectedly", self.request_id, self.label)
+        log.exception(
+            "request %s on route %s failed unexpectedly",
+            escaped(self.request_id, MAX_REQUEST_ID_LENGTH),
+            self.label,
+            extra=self._fields(),
+        )
         return internal_error(self.request_id)
+
+    def _fields(self) -> dict[str, object]:
+        return request_fields(self.label, self.request_id, self.code.name, time.monotonic() - self.started)
 
     def end(self, request: pb.InferRequest) -> None:
         """Gives the admission slot back and records the outcome."""
@@ -141,6 +158,8 @@ class _Call:
         metrics.in_flight(label).dec()
         metrics.requests(label, self.code.name).inc()
         metrics.latency(label).observe(time.monotonic() - self.started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request %s on route %s: %s", self.request_id, label, self.code.name, extra=self._fields())
         if self.code is grpc.StatusCode.OK and request.inputs and request.inputs[0].shape:
             metrics.rows(label).inc(request.inputs[0].shape[0])
 
