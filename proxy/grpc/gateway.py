@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from switchyard.proxy import tracing
 from switchyard.proxy.errors import GatewayError, abort_with, status_of
 from switchyard.proxy.grpc.streaming import pipelined
 from switchyard.proxy.lifecycle.context import new_request_id
@@ -33,7 +34,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self._stream_max_inflight = stream_max_inflight
 
     async def Infer(self, request: pb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.InferResponse:
-        answer = await self._plane.infer(request, context.time_remaining())
+        with tracing.incoming(context):
+            answer = await self._plane.infer(request, context.time_remaining())
         unless_caller_gone(context)
         if answer.error is not None:
             await abort_with(context, answer.error)

@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from tritonclient.grpc import model_config_pb2, service_pb2
 
+from switchyard.proxy import tracing
 from switchyard.proxy.client_text import shown
 from switchyard.proxy.errors import GatewayError, RouteNotFound, Unsupported, abort_with, internal_error
 from switchyard.proxy.grpc.gateway import TIMING_METADATA, unless_caller_gone
@@ -200,7 +201,8 @@ class OipService:
             translated = translate(message, self._plane.routes)
             if message.model_name in self._plane.routes:
                 check_classes(translated, self._plane.routes.get(message.model_name).description.outputs)
-            answer = await self._plane.infer(translated.request, context.time_remaining())
+            with tracing.incoming(context):
+                answer = await self._plane.infer(translated.request, context.time_remaining())
             timing = answer.timing
             if answer.error is not None:
                 return answer.error, translated.message(answer.error), timing

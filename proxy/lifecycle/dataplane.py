@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from switchyard.proxy import metrics
+from switchyard.proxy import metrics, tracing
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.cache.prediction import PredictionCache
 from switchyard.proxy.client_text import escaped
@@ -160,6 +160,8 @@ class _Call:
         metrics.latency(label).observe(time.monotonic() - self.started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request %s on route %s: %s", self.request_id, label, self.code.name, extra=self._fields())
+        if tracing.tracer is not None:
+            tracing.call_ended(self.code.name)
         if self.code is grpc.StatusCode.OK and request.inputs and request.inputs[0].shape:
             metrics.rows(label).inc(request.inputs[0].shape[0])
 
@@ -188,32 +190,34 @@ class DataPlane:
     async def infer(self, request: pb.InferRequest, client_remaining: float | None) -> Answer:
         """Runs ``request``; ``client_remaining`` is the caller's time left in seconds (None: the default)."""
         call = _Call(self, request)
-        shed = call.admit()
-        if shed is not None:
-            return Answer(None, shed)
-        try:
-            route = self.routes.get(request.route)
-            ctx = call.context(route, client_remaining)
-            _check(request, route)
-            if route.bounded_by_backend and not route.coalesce:
-                response = await self._answers.answer(route, request, ctx)
-            else:
-                bound = asyncio.timeout(max(ctx.remaining(), 0.0) + DEADLINE_SLACK_S)
-                try:
-                    async with bound:
-                        response = await self._answers.answer(route, request, ctx)
-                except TimeoutError:
-                    if not bound.expired():
-                        raise
-                    raise DeadlineExceeded(f"deadline exceeded on route {route.name!r}") from None
-            return Answer(response, None, ctx.timing_header() if ctx.spans else "")
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            return Answer(None, call.failed(exc))
-        finally:
-            call.end(request)
+        with tracing.call_span(call.label, call.request_id):
+            shed = call.admit()
+            if shed is not None:
+                return Answer(None, shed)
+            try:
+                route = self.routes.get(request.route)
+                ctx = call.context(route, client_remaining)
+                with tracing.span("validate"):
+                    _check(request, route)
+                if route.bounded_by_backend and not route.coalesce:
+                    response = await self._answers.answer(route, request, ctx)
+                else:
+                    bound = asyncio.timeout(max(ctx.remaining(), 0.0) + DEADLINE_SLACK_S)
+                    try:
+                        async with bound:
+                            response = await self._answers.answer(route, request, ctx)
+                    except TimeoutError:
+                        if not bound.expired():
+                            raise
+                        raise DeadlineExceeded(f"deadline exceeded on route {route.name!r}") from None
+                return Answer(response, None, ctx.timing_header() if ctx.spans else "")
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                return Answer(None, call.failed(exc))
+            finally:
+                call.end(request)
 
     async def progressive(
         self, request: pb.InferRequest, client_remaining: float | None
