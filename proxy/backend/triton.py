@@ -494,8 +494,13 @@ class TritonBackend:
         code = "UNKNOWN"
         started = time.monotonic()
         try:
-            with tracing.backend_span(model, version, self.url):
+            if tracing.tracer is None:
                 result = await self._infer(model, version, inputs, outputs, timeout_s, request_id, idempotent, retry)
+            else:
+                with tracing.backend_span(model, version, self.url):
+                    result = await self._infer(
+                        model, version, inputs, outputs, timeout_s, request_id, idempotent, retry
+                    )
             code = "OK"
             self._observe(time.monotonic() - started)
             return result
@@ -543,7 +548,9 @@ class TritonBackend:
                 try:
                     in_flight = bool(slots)
                     call = self._stub.ModelInfer(
-                        request, timeout=remaining + self.deadline_margin_s, metadata=tracing.outgoing()
+                        request,
+                        timeout=remaining + self.deadline_margin_s,
+                        metadata=None if tracing.tracer is None else tracing.outgoing(),
                     )
                     reply = await finished(call, remaining)
                     in_flight = False

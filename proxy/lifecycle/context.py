@@ -76,8 +76,11 @@ class CallContext:
         """Times a stage (pre, infer, post) into the per-route stage histogram."""
         started = time.monotonic()
         try:
-            with tracing.span(name):
+            if tracing.tracer is None:  # the common case: not even a no-op context manager
                 yield
+            else:
+                with tracing.span(name):
+                    yield
         finally:
             ended = time.monotonic()
             elapsed = ended - started

@@ -197,8 +197,11 @@ class DataPlane:
             try:
                 route = self.routes.get(request.route)
                 ctx = call.context(route, client_remaining)
-                with tracing.span("validate"):
+                if tracing.tracer is None:
                     _check(request, route)
+                else:
+                    with tracing.span("validate"):
+                        _check(request, route)
                 if route.bounded_by_backend and not route.coalesce:
                     response = await self._answers.answer(route, request, ctx)
                 else:
