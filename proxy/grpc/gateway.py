@@ -48,18 +48,19 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self, request: pb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ProgressiveResponse]:
         """A progressive route's answers, stage by stage; other kinds answer once, final."""
-        async for item in self._plane.progressive(request, context.time_remaining()):
-            unless_caller_gone(context)
-            if isinstance(item, GatewayError):
-                await abort_with(context, item)
-            if item.timing:
-                context.set_trailing_metadata(((TIMING_METADATA, item.timing),))
-            message = pb.ProgressiveResponse(stage=item.stage, stage_index=item.index, final=item.final)
-            if item.error is not None:
-                message.error.CopyFrom(status_of(item.error))
-            elif item.response is not None:
-                message.response.CopyFrom(item.response)
-            yield message
+        with tracing.incoming(context):
+            async for item in self._plane.progressive(request, context.time_remaining()):
+                unless_caller_gone(context)
+                if isinstance(item, GatewayError):
+                    await abort_with(context, item)
+                if item.timing:
+                    context.set_trailing_metadata(((TIMING_METADATA, item.timing),))
+                message = pb.ProgressiveResponse(stage=item.stage, stage_index=item.index, final=item.final)
+                if item.error is not None:
+                    message.error.CopyFrom(status_of(item.error))
+                elif item.response is not None:
+                    message.response.CopyFrom(item.response)
+                yield message
 
     async def ListRoutes(
         self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -240,40 +240,41 @@ class DataPlane:
             yield StageAnswer(request.route, 0, True, response=answer.response, timing=answer.timing)
             return
         call = _Call(self, request)
-        shed = call.admit()
-        if shed is not None:
-            yield shed
-            return
-        answered = False
-        failure: GatewayError | None = None
-        try:
-            ctx = call.context(route, client_remaining)
-            _check(request, route)
-            async with asyncio.timeout(max(ctx.remaining(), 0.0)):
-                async for index, outcome, final in route.answers(request, ctx):
-                    stage = route.stages[index].name
-                    timing = ctx.timing_header() if final else ""
-                    if isinstance(outcome, GatewayError):
-                        if final and not answered:
-                            call.code = outcome.code
-                        yield StageAnswer(stage, index, final, error=outcome, timing=timing)
-                    else:
-                        answered = True
-                        yield StageAnswer(stage, index, final, response=outcome, timing=timing)
-        except TimeoutError:
-            failure = call.failed(DeadlineExceeded("deadline exceeded before every stage answered"))
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except GeneratorExit:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            failure = call.failed(exc)
-        finally:
-            call.end(request)
-        if failure is not None:
-            yield failure
+        with tracing.call_span(call.label, call.request_id):
+            shed = call.admit()
+            if shed is not None:
+                yield shed
+                return
+            answered = False
+            failure: GatewayError | None = None
+            try:
+                ctx = call.context(route, client_remaining)
+                _check(request, route)
+                async with asyncio.timeout(max(ctx.remaining(), 0.0)):
+                    async for index, outcome, final in route.answers(request, ctx):
+                        stage = route.stages[index].name
+                        timing = ctx.timing_header() if final else ""
+                        if isinstance(outcome, GatewayError):
+                            if final and not answered:
+                                call.code = outcome.code
+                            yield StageAnswer(stage, index, final, error=outcome, timing=timing)
+                        else:
+                            answered = True
+                            yield StageAnswer(stage, index, final, response=outcome, timing=timing)
+            except TimeoutError:
+                failure = call.failed(DeadlineExceeded("deadline exceeded before every stage answered"))
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except GeneratorExit:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                failure = call.failed(exc)
+            finally:
+                call.end(request)
+            if failure is not None:
+                yield failure
 
     async def close(self) -> None:
         """Cancels coalesced flights still running (shutdown)."""

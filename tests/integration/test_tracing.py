@@ -122,3 +122,20 @@ def test_failed_call_span_has_error_status(
     assert root.attributes is not None and root.attributes["rpc.grpc.status_code"] == "NOT_FOUND"
     assert root.attributes["switchyard.route"] == "<unknown>"
     assert not root.status.is_ok
+
+
+def test_progressive_route_is_one_trace_with_a_span_per_stage(
+    gateway_stub: gateway_pb2_grpc.GatewayStub, exported: InMemorySpanExporter
+) -> None:
+    request = request_for(gateway_stub, "digits_progressive", rows=1)
+    exported.clear()
+    answers = list(gateway_stub.InferProgressive(request, timeout=30, metadata=(("traceparent", TRACEPARENT),)))
+    assert answers[-1].final and answers[-1].stage == "accurate"  # "fast" is skipped when "accurate" is first
+    spans = exported.get_finished_spans()
+    assert {f"{s.context.trace_id:032x}" for s in spans} == {TRACE_ID}
+    (root,) = (s for s in spans if s.name == "switchyard.infer")
+    assert root.parent is not None and f"{root.parent.span_id:016x}" == PARENT_ID
+    assert root.attributes is not None and root.attributes["rpc.grpc.status_code"] == "OK"
+    assert len([s for s in spans if s.name == "triton.infer"]) >= 1
+    orphans = [s.name for s in spans if s is not root and (s.parent is None or s.parent.is_remote)]
+    assert not orphans
