@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 tracer: Tracer | None = None
 """The gateway's tracer; None while tracing is off (the default)."""
+_owned: TracerProvider | None = None
+"""The provider :func:`configure_from_env` made (shut down by :func:`disable`)."""
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -94,6 +96,8 @@ def configure_from_env(environ: Mapping[str, str] = os.environ) -> bool:
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     enable(provider)
+    global _owned
+    _owned = provider
     log.info("tracing on: spans exported by %s", name)
     return True
 
@@ -105,9 +109,12 @@ def enable(provider: TracerProvider) -> None:
 
 
 def disable() -> None:
-    """Back to no tracing (spans still open end normally)."""
-    global tracer
+    """Back to no tracing (spans still open end normally); a provider :func:`configure_from_env` made is shut down."""
+    global tracer, _owned
     tracer = None
+    if _owned is not None:
+        _owned.shutdown()  # exports what is queued, stops the exporter's thread
+        _owned = None
 
 
 def span(name: str, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
