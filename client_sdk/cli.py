@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import logging
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 from switchyard.client.batch.cli import add_parser as add_batch_parser
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_LEVEL_ENV = "SWITCHYARD_LOG_LEVEL"
+PLAYGROUND_TARGET_ENV = "SWITCHYARD_PLAYGROUND_TARGET"
+"""The gateway the playground calls (``switchyard playground --target`` sets it for the app)."""
+PLAYGROUND_MISSING = "the playground command needs Streamlit: pip install 'switchyard[playground]'"
 SERVER_MISSING = "the {command} command needs the server: pip install 'switchyard[server]' (or 'switchyard[triton]')"
 
 
@@ -36,6 +42,13 @@ def parser() -> argparse.ArgumentParser:
     else:
         add_commands(sub)
     add_batch_parser(sub)
+    play = sub.add_parser("playground", help="a web UI to try a gateway's routes and jobs (the playground extra)")
+    play.add_argument(
+        "--target", default=os.environ.get(PLAYGROUND_TARGET_ENV, "localhost:8500"), help="the gateway, host:port"
+    )
+    play.add_argument("--address", default="127.0.0.1", help="address the UI listens on (default 127.0.0.1)")
+    play.add_argument("--port", type=int, default=8501, help="port of the UI (default 8501)")
+    play.set_defaults(func=playground)
     add_log_level(p)
     return p
 
@@ -81,6 +94,20 @@ def log_level(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     if level not in LOG_LEVELS:
         p.error(f"{LOG_LEVEL_ENV}={level!r} is not a log level (choose from {', '.join(LOG_LEVELS)})")
     return level
+
+
+def playground(args: argparse.Namespace) -> int:
+    """Runs ``switchyard/client/playground.py`` with Streamlit until interrupted."""
+    if importlib.util.find_spec("streamlit") is None:
+        print(f"switchyard: error: {PLAYGROUND_MISSING}", file=sys.stderr)
+        return 1
+    app = Path(__file__).with_name("playground.py")
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address]
+    command += ["--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    try:
+        return subprocess.call(command, env={**os.environ, PLAYGROUND_TARGET_ENV: args.target})
+    except KeyboardInterrupt:
+        return 130
 
 
 def _missing(command: str) -> int:

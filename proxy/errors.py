@@ -15,15 +15,21 @@ from typing import Any, NoReturn
 import grpc
 import grpc.aio
 
+from switchyard.proxy.client_text import bounded, shown
 from switchyard.v1 import gateway_pb2 as pb
 
 
 class GatewayError(Exception):
-    """An error with a gRPC status and a message meant for the client."""
+    """An error with a gRPC status and a message meant for the client.
+
+    The message is cut to ``client_text.MAX_MESSAGE`` characters: whatever
+    client text it quotes, it fits in a status (and a log line).
+    """
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
 
@@ -43,7 +49,7 @@ class RouteNotFound(GatewayError):
     code = grpc.StatusCode.NOT_FOUND
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"route: no route named {name!r}")
+        super().__init__(f"route: no route named {shown(name)}")
         self.name = name
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from switchyard.proxy import metrics
+from switchyard.proxy import metrics, tracing
 from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool
 from switchyard.proxy.backend.pool import TritonPool
 from switchyard.proxy.backend.shared_memory import SharedMemoryPool
@@ -124,6 +124,8 @@ class Gateway:
         s = self.settings
         security = load_security(s)  # TLS files and API keys: a bad one fails here, before anything starts
         self._security = security
+        if tracing.tracer is None:
+            tracing.configure_from_env()  # off unless OTEL_* asks for an exporter
         self._backend = TritonPool(
             s.triton_url,
             max_message_bytes=s.max_message_bytes,

@@ -49,6 +49,7 @@ import uvloop
 from pydantic import ValidationError
 
 from switchyard.models import BUNDLED_ROUTES
+from switchyard.proxy import logs
 from switchyard.proxy.backend.triton import TritonBackend
 from switchyard.proxy.errors import ConfigError, GatewayError
 from switchyard.proxy.gateway import Gateway, PortInUse
@@ -120,6 +121,7 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level, args.log_format)
     settings = _settings(args)
     routes_path = settings.routes_file or BUNDLED_ROUTES
     routes = load_routes(routes_path)
@@ -166,7 +168,7 @@ async def serve(args: argparse.Namespace) -> int:
         if settings.workers > 1 or settings.worker_max_rss_mb:
             # Worker processes share the port (SO_REUSEPORT); this process supervises them, and replaces
             # one that dies or grows past worker_max_rss_mb.
-            gateway = WorkerPool(settings, settings.workers, log_level=args.log_level)
+            gateway = WorkerPool(settings, settings.workers, log_level=args.log_level, log_format=args.log_format)
         else:
             prepare = reloads.sync.sync if reloads.sync is not None else None
             gateway = Gateway(settings, routes, routes_path=routes_path, prepare_reload=prepare)
@@ -210,6 +212,7 @@ async def preflight(settings: GatewaySettings, args: argparse.Namespace) -> None
 
 async def serve_triton(args: argparse.Namespace) -> int:
     """``switchyard triton``: runs the local Triton alone until SIGINT/SIGTERM, restarting it when it dies."""
+    logs.configure(args.log_level, args.log_format)
     TritonInstallation.find()
     if args.model_repository is not None:
         check_model_repository(args.model_repository)
@@ -339,6 +342,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "one per GPU on a GPU host): a call fails over when one dies",
     )
     add_settings_arguments(s, aliases=SERVE_FLAG_ALIASES, notes=SERVE_NOTES)
+    _add_log_format(s)
     s.set_defaults(func=lambda a: run_command(lambda: uvloop.run(serve(a))))
 
     t = sub.add_parser(
@@ -366,6 +370,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=DEFAULT_TRITON_READY_TIMEOUT_S,
         help=f"how long a (re)start may take to have every model ready (default {DEFAULT_TRITON_READY_TIMEOUT_S:g})",
     )
+    _add_log_format(t)
     t.set_defaults(func=lambda a: run_command(lambda: uvloop.run(serve_triton(a))))
 
     c = sub.add_parser("config", help="configuration commands")
@@ -389,6 +394,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     b.set_defaults(func=lambda a: run_command(lambda: build_models(a)))
     model_commands.add_commands(sub, msub)  # models add | list | remove, reload
     project_init.add_command(sub)  # init
+
+
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=logs.LOG_FORMATS,
+        default=os.environ.get("SWITCHYARD_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object per line (default text; also SWITCHYARD_LOG_FORMAT)",
+    )
 
 
 def _at_least_one(text: str) -> int:

@@ -72,6 +72,8 @@ from prometheus_client.metrics_core import Metric
 from switchyard.models import BUNDLED_ROUTES
 from switchyard.proxy.backend.endpoints import DNS_PREFIX, is_local, parse_endpoints
 from switchyard.proxy.gateway import Gateway, PortInUse
+from switchyard.proxy.logs import LOG_FORMATS, LogFormat
+from switchyard.proxy.logs import configure as configure_logging
 from switchyard.proxy.reloading import ReloadOutcome, ReloadRefused
 from switchyard.proxy.settings import GatewaySettings
 from switchyard.server.processes import dying_with_parent
@@ -196,6 +198,7 @@ class WorkerPool:
         count: int,
         *,
         log_level: str = "INFO",
+        log_format: LogFormat = "text",
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         quick_failure_s: float = 60.0,
@@ -209,6 +212,7 @@ class WorkerPool:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._log_level = log_level
+        self._log_format = log_format
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._quick_failure_s = quick_failure_s
@@ -287,7 +291,7 @@ class WorkerPool:
         process = await asyncio.create_subprocess_exec(
             *dying_with_parent(
                 [sys.executable, "-m", "switchyard.server.workers", "--index", str(worker.index)]
-                + ["--log-level", self._log_level]
+                + ["--log-level", self._log_level, "--log-format", self._log_format]
             ),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -614,12 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard.server.workers", description=__doc__)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format, process_name=f"worker-{args.index}")
     settings_json = sys.stdin.buffer.read()
     try:
         return uvloop.run(_serve_worker(settings_json))

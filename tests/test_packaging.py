@@ -128,7 +128,7 @@ def test_the_pins_admit_exactly_what_the_stubs_accept(metadata: email.message.Me
 def test_pip_install_switchyard_is_the_sdk_without_the_server(metadata: email.message.Message) -> None:
     assert set(core(metadata)) == {"grpcio", "protobuf", "numpy"}
     extras = set(metadata.get_all("Provides-Extra") or [])
-    assert {"batch", "server", "triton", "gpu", "bench", "postgres", "spark", "dev"} <= extras
+    assert {"batch", "server", "triton", "gpu", "bench", "postgres", "spark", "otel", "playground", "dev"} <= extras
     by_extra: dict[str, set[str]] = {}
     for requirement in requirements(metadata):
         if requirement.marker is not None:
@@ -155,7 +155,7 @@ def test_every_extra_named_anywhere_exists(metadata: email.message.Message) -> N
                 named.setdefault(str(path.relative_to(ROOT)), set()).update(match.group(1).split(","))
     unknown = {where: sorted(names - extras) for where, names in named.items() if names - extras}
     assert not unknown, unknown
-    assert named["METADATA"] == {"server", "batch", "triton", "bench", "postgres", "spark"}
+    assert named["METADATA"] == {"server", "batch", "triton", "bench", "postgres", "spark", "otel", "playground"}
 
 
 def test_the_command_is_the_sdks(wheel: Path, names: list[str]) -> None:

@@ -49,7 +49,7 @@ import grpc
 from prometheus_client import Counter, Gauge
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from switchyard.proxy import errors, metrics
+from switchyard.proxy import errors, metrics, tracing
 from switchyard.proxy.backend.breaker import CircuitBreaker, CircuitState
 from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool, DeviceTensor
 from switchyard.proxy.backend.retry import RETRIES, RETRIES_SKIPPED, RetryBudget
@@ -494,7 +494,13 @@ class TritonBackend:
         code = "UNKNOWN"
         started = time.monotonic()
         try:
-            result = await self._infer(model, version, inputs, outputs, timeout_s, request_id, idempotent, retry)
+            if tracing.tracer is None:
+                result = await self._infer(model, version, inputs, outputs, timeout_s, request_id, idempotent, retry)
+            else:
+                with tracing.backend_span(model, version, self.url):
+                    result = await self._infer(
+                        model, version, inputs, outputs, timeout_s, request_id, idempotent, retry
+                    )
             code = "OK"
             self._observe(time.monotonic() - started)
             return result
@@ -541,7 +547,11 @@ class TritonBackend:
                     raise errors.DeadlineExceeded(f"deadline exceeded before calling model {model!r}")
                 try:
                     in_flight = bool(slots)
-                    call = self._stub.ModelInfer(request, timeout=remaining + self.deadline_margin_s)
+                    call = self._stub.ModelInfer(
+                        request,
+                        timeout=remaining + self.deadline_margin_s,
+                        metadata=None if tracing.tracer is None else tracing.outgoing(),
+                    )
                     reply = await finished(call, remaining)
                     in_flight = False
                 except TimeoutError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from switchyard.proxy import tracing
 from switchyard.proxy.cache.base import Cache
 from switchyard.proxy.cache.coalescing import Coalescer
 from switchyard.proxy.cache.keys import cache_key
@@ -53,7 +54,9 @@ class PredictionCache:
             return await route.infer(request, ctx)
         key = cache_key(route.name, route.answer_key_part(request), request.inputs, request.outputs)
         if cache is not None and not request.bypass_cache:
-            stored = await cache.get(key, route=route.name, timeout_s=min(ctx.remaining(), self._op_timeout_s))
+            with tracing.span("cache"):
+                stored = await cache.get(key, route=route.name, timeout_s=min(ctx.remaining(), self._op_timeout_s))
+                tracing.set_attribute("switchyard.cache.hit", stored is not None)
             if stored is not None:
                 response = pb.InferResponse.FromString(stored)
                 response.request_id = ctx.request_id

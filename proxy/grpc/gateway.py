@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from switchyard.proxy import tracing
 from switchyard.proxy.errors import GatewayError, abort_with, status_of
 from switchyard.proxy.grpc.streaming import pipelined
 from switchyard.proxy.lifecycle.context import new_request_id
@@ -33,7 +34,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self._stream_max_inflight = stream_max_inflight
 
     async def Infer(self, request: pb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.InferResponse:
-        answer = await self._plane.infer(request, context.time_remaining())
+        with tracing.incoming(context):
+            answer = await self._plane.infer(request, context.time_remaining())
         unless_caller_gone(context)
         if answer.error is not None:
             await abort_with(context, answer.error)
@@ -46,18 +48,19 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self, request: pb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ProgressiveResponse]:
         """A progressive route's answers, stage by stage; other kinds answer once, final."""
-        async for item in self._plane.progressive(request, context.time_remaining()):
-            unless_caller_gone(context)
-            if isinstance(item, GatewayError):
-                await abort_with(context, item)
-            if item.timing:
-                context.set_trailing_metadata(((TIMING_METADATA, item.timing),))
-            message = pb.ProgressiveResponse(stage=item.stage, stage_index=item.index, final=item.final)
-            if item.error is not None:
-                message.error.CopyFrom(status_of(item.error))
-            elif item.response is not None:
-                message.response.CopyFrom(item.response)
-            yield message
+        with tracing.incoming(context):
+            async for item in self._plane.progressive(request, context.time_remaining()):
+                unless_caller_gone(context)
+                if isinstance(item, GatewayError):
+                    await abort_with(context, item)
+                if item.timing:
+                    context.set_trailing_metadata(((TIMING_METADATA, item.timing),))
+                message = pb.ProgressiveResponse(stage=item.stage, stage_index=item.index, final=item.final)
+                if item.error is not None:
+                    message.error.CopyFrom(status_of(item.error))
+                elif item.response is not None:
+                    message.response.CopyFrom(item.response)
+                yield message
 
     async def ListRoutes(
         self, request: pb.ListRoutesRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -30,6 +30,8 @@ from typing import Any
 import grpc
 from tritonclient.grpc import model_config_pb2, service_pb2
 
+from switchyard.proxy import tracing
+from switchyard.proxy.client_text import shown
 from switchyard.proxy.errors import GatewayError, RouteNotFound, Unsupported, abort_with, internal_error
 from switchyard.proxy.grpc.gateway import TIMING_METADATA, unless_caller_gone
 from switchyard.proxy.grpc.oip_messages import (
@@ -151,7 +153,7 @@ class OipService:
             check_version(request.version, request.name, where="version")
             return self._plane.routes.get(request.name).description
         except RouteNotFound as exc:
-            await context.abort(exc.code, f"name: no route named {exc.name!r}")
+            await context.abort(exc.code, f"name: no route named {shown(exc.name)}")
             raise AssertionError("unreachable: ServicerContext.abort raises") from exc
         except GatewayError as exc:
             await abort_with(context, exc)
@@ -199,7 +201,8 @@ class OipService:
             translated = translate(message, self._plane.routes)
             if message.model_name in self._plane.routes:
                 check_classes(translated, self._plane.routes.get(message.model_name).description.outputs)
-            answer = await self._plane.infer(translated.request, context.time_remaining())
+            with tracing.incoming(context):
+                answer = await self._plane.infer(translated.request, context.time_remaining())
             timing = answer.timing
             if answer.error is not None:
                 return answer.error, translated.message(answer.error), timing

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from tritonclient.grpc import service_pb2
 
+from switchyard.proxy.client_text import bounded, shown
 from switchyard.proxy.errors import GatewayError, InvalidInput, ModelNotFound, RouteNotFound, Unsupported
 from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
@@ -128,9 +129,9 @@ class Translated:
     def message(self, error: GatewayError) -> str:
         """The client's message for ``error``: the gateway's reason, naming the OIP request's field."""
         if isinstance(error, RouteNotFound):
-            return f"model_name: no route named {error.name!r}"
+            return f"model_name: no route named {shown(error.name)}"
         if isinstance(error, InvalidInput):
-            return f"{self.field_name(error.field)}: {error.reason}"
+            return bounded(f"{self.field_name(error.field)}: {error.reason}")
         return error.message
 
 

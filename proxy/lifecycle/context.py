@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from switchyard.proxy import metrics
+from switchyard.proxy import metrics, tracing
 
 _prefix = ""
 _counter = itertools.count()
@@ -76,7 +76,11 @@ class CallContext:
         """Times a stage (pre, infer, post) into the per-route stage histogram."""
         started = time.monotonic()
         try:
-            yield
+            if tracing.tracer is None:  # the common case: not even a no-op context manager
+                yield
+            else:
+                with tracing.span(name):
+                    yield
         finally:
             ended = time.monotonic()
             elapsed = ended - started

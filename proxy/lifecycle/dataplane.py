@@ -36,14 +36,16 @@ from dataclasses import dataclass
 
 import grpc
 
-from switchyard.proxy import metrics
+from switchyard.proxy import metrics, tracing
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.cache.prediction import PredictionCache
+from switchyard.proxy.client_text import escaped
 from switchyard.proxy.errors import BackendUnavailable, DeadlineExceeded, GatewayError, InvalidInput, internal_error
 from switchyard.proxy.lifecycle.admission import Admission, Shed
 from switchyard.proxy.lifecycle.context import CallContext, new_request_id
 from switchyard.proxy.lifecycle.deadlines import DEADLINE_SLACK_S, call_timeout, own_timeout
-from switchyard.proxy.lifecycle.validation import check_request
+from switchyard.proxy.lifecycle.validation import MAX_REQUEST_ID_LENGTH, check_request
+from switchyard.proxy.logs import request_fields
 from switchyard.proxy.routes.base import Route
 from switchyard.proxy.routes.progressive import ProgressiveRoute
 from switchyard.proxy.routes.table import RouteTable
@@ -129,11 +131,26 @@ class _Call:
             self.code = exc.code
             if isinstance(exc, BackendUnavailable):
                 self._plane.on_backend_down()
-            log.info("request %s on route %s failed: %s %s", self.request_id, self.label, exc.code.name, exc.message)
+            log.info(
+                "request %s on route %s failed: %s %s",
+                escaped(self.request_id, MAX_REQUEST_ID_LENGTH),
+                self.label,
+                exc.code.name,
+                exc.message,
+                extra=self._fields(),
+            )
             return exc
         self.code = grpc.StatusCode.INTERNAL
-        log.exception("request %s on route %s failed unexpectedly", self.request_id, self.label)
+        log.exception(
+            "request %s on route %s failed unexpectedly",
+            escaped(self.request_id, MAX_REQUEST_ID_LENGTH),
+            self.label,
+            extra=self._fields(),
+        )
         return internal_error(self.request_id)
+
+    def _fields(self) -> dict[str, object]:
+        return request_fields(self.label, self.request_id, self.code.name, time.monotonic() - self.started)
 
     def end(self, request: pb.InferRequest) -> None:
         """Gives the admission slot back and records the outcome."""
@@ -142,6 +159,10 @@ class _Call:
         metrics.in_flight(label).dec()
         metrics.requests(label, self.code.name).inc()
         metrics.latency(label).observe(time.monotonic() - self.started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request %s on route %s: %s", self.request_id, label, self.code.name, extra=self._fields())
+        if tracing.tracer is not None:
+            tracing.call_ended(self.code.name)
         if self.code is grpc.StatusCode.OK and request.inputs and request.inputs[0].shape:
             metrics.rows(label).inc(request.inputs[0].shape[0])
 
@@ -170,32 +191,37 @@ class DataPlane:
     async def infer(self, request: pb.InferRequest, client_remaining: float | None) -> Answer:
         """Runs ``request``; ``client_remaining`` is the caller's time left in seconds (None: the default)."""
         call = _Call(self, request)
-        shed = call.admit()
-        if shed is not None:
-            return Answer(None, shed)
-        try:
-            route = self.routes.get(request.route)
-            ctx = call.context(route, request, client_remaining)
-            _check(request, route)
-            if route.bounded_by_backend and not route.coalesce:
-                response = await self._answers.answer(route, request, ctx)
-            else:
-                bound = asyncio.timeout(max(ctx.remaining(), 0.0) + DEADLINE_SLACK_S)
-                try:
-                    async with bound:
-                        response = await self._answers.answer(route, request, ctx)
-                except TimeoutError:
-                    if not bound.expired():
-                        raise
-                    raise DeadlineExceeded(f"deadline exceeded on route {route.name!r}") from None
-            return Answer(response, None, ctx.timing_header() if ctx.spans else "")
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            return Answer(None, call.failed(exc))
-        finally:
-            call.end(request)
+        with tracing.call_span(call.label, call.request_id):
+            shed = call.admit()
+            if shed is not None:
+                return Answer(None, shed)
+            try:
+                route = self.routes.get(request.route)
+                ctx = call.context(route, request, client_remaining)
+                if tracing.tracer is None:
+                    _check(request, route)
+                else:
+                    with tracing.span("validate"):
+                        _check(request, route)
+                if route.bounded_by_backend and not route.coalesce:
+                    response = await self._answers.answer(route, request, ctx)
+                else:
+                    bound = asyncio.timeout(max(ctx.remaining(), 0.0) + DEADLINE_SLACK_S)
+                    try:
+                        async with bound:
+                            response = await self._answers.answer(route, request, ctx)
+                    except TimeoutError:
+                        if not bound.expired():
+                            raise
+                        raise DeadlineExceeded(f"deadline exceeded on route {route.name!r}") from None
+                return Answer(response, None, ctx.timing_header() if ctx.spans else "")
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                return Answer(None, call.failed(exc))
+            finally:
+                call.end(request)
 
     async def progressive(
         self, request: pb.InferRequest, client_remaining: float | None
@@ -215,40 +241,41 @@ class DataPlane:
             yield StageAnswer(request.route, 0, True, response=answer.response, timing=answer.timing)
             return
         call = _Call(self, request)
-        shed = call.admit()
-        if shed is not None:
-            yield shed
-            return
-        answered = False
-        failure: GatewayError | None = None
-        try:
-            ctx = call.context(route, request, client_remaining)
-            _check(request, route)
-            async with asyncio.timeout(max(ctx.remaining(), 0.0)):
-                async for index, outcome, final in route.answers(request, ctx):
-                    stage = route.stages[index].name
-                    timing = ctx.timing_header() if final else ""
-                    if isinstance(outcome, GatewayError):
-                        if final and not answered:
-                            call.code = outcome.code
-                        yield StageAnswer(stage, index, final, error=outcome, timing=timing)
-                    else:
-                        answered = True
-                        yield StageAnswer(stage, index, final, response=outcome, timing=timing)
-        except TimeoutError:
-            failure = call.failed(DeadlineExceeded("deadline exceeded before every stage answered"))
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except GeneratorExit:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            failure = call.failed(exc)
-        finally:
-            call.end(request)
-        if failure is not None:
-            yield failure
+        with tracing.call_span(call.label, call.request_id):
+            shed = call.admit()
+            if shed is not None:
+                yield shed
+                return
+            answered = False
+            failure: GatewayError | None = None
+            try:
+                ctx = call.context(route, request, client_remaining)
+                _check(request, route)
+                async with asyncio.timeout(max(ctx.remaining(), 0.0)):
+                    async for index, outcome, final in route.answers(request, ctx):
+                        stage = route.stages[index].name
+                        timing = ctx.timing_header() if final else ""
+                        if isinstance(outcome, GatewayError):
+                            if final and not answered:
+                                call.code = outcome.code
+                            yield StageAnswer(stage, index, final, error=outcome, timing=timing)
+                        else:
+                            answered = True
+                            yield StageAnswer(stage, index, final, response=outcome, timing=timing)
+            except TimeoutError:
+                failure = call.failed(DeadlineExceeded("deadline exceeded before every stage answered"))
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except GeneratorExit:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                failure = call.failed(exc)
+            finally:
+                call.end(request)
+            if failure is not None:
+                yield failure
 
     async def close(self) -> None:
         """Cancels coalesced flights still running (shutdown)."""

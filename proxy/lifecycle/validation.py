@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from switchyard.proxy.client_text import MAX_SHOWN, escaped, shown
 from switchyard.proxy.errors import InvalidInput
 from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
@@ -22,6 +23,7 @@ from switchyard.v1.tensors import DATATYPES, TensorDecodeError, decode_bytes, el
 
 _VERSION = re.compile(r"^[0-9]+$")
 MAX_REQUEST_ID_LENGTH = 128
+"""Bytes (UTF-8) of a request id; its characters must be printable."""
 _FLOATS: dict[str, np.dtype[Any]] = {"FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
 
@@ -40,10 +42,11 @@ def check_request(
     With ``allow_non_finite=False``, FP16/FP32/FP64 inputs holding NaN or
     +-Inf are refused, naming the input and the first such element.
     """
-    if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
-        raise InvalidInput(
-            "request_id", f"is {len(request.request_id)} characters long, at most {MAX_REQUEST_ID_LENGTH}"
-        )
+    request_id = request.request_id
+    if request_id and not (
+        len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isascii() and request_id.isprintable()
+    ):
+        _check_request_id(request_id)
     if len(request.data_key) > MAX_REQUEST_ID_LENGTH:
         raise InvalidInput("data_key", f"is {len(request.data_key)} characters long, at most {MAX_REQUEST_ID_LENGTH}")
     # Each read of a protobuf bytes field copies it (upb): read every payload once.
@@ -60,7 +63,7 @@ def check_request(
     for i, name in enumerate(request.outputs):
         if name not in known_outputs:
             raise InvalidInput(
-                f"outputs[{i}]", f"unknown output {name!r} (route outputs: {', '.join(sorted(known_outputs))})"
+                f"outputs[{i}]", f"unknown output {shown(name)} (route outputs: {', '.join(sorted(known_outputs))})"
             )
         if name in seen:
             raise InvalidInput(f"outputs[{i}]", f"output {name!r} is requested twice")
@@ -68,14 +71,27 @@ def check_request(
     _check_versions(request.model_versions, models)
 
 
+def _check_request_id(request_id: str) -> None:
+    """At most ``MAX_REQUEST_ID_LENGTH`` bytes (UTF-8), printable: it is logged, traced and echoed back."""
+    size = len(request_id.encode())
+    if size > MAX_REQUEST_ID_LENGTH:
+        raise InvalidInput("request_id", f"is {size} bytes long, at most {MAX_REQUEST_ID_LENGTH}")
+    if not request_id.isprintable():
+        index = next(i for i, c in enumerate(request_id) if not c.isprintable())
+        raise InvalidInput(
+            "request_id", f"character {index} ({request_id[index]!r}) is not printable; use printable characters"
+        )
+
+
 def _check_versions(pins: Mapping[str, str], models: Sequence[str]) -> None:
     for model, version in pins.items():
         if model not in models:
             raise InvalidInput(
-                f"model_versions[{model}]", f"this route does not use model {model!r} (uses: {', '.join(models)})"
+                f"model_versions[{escaped(model, MAX_SHOWN)}]",
+                f"this route does not use model {shown(model)} (uses: {', '.join(models)})",
             )
         if not _VERSION.match(version):
-            raise InvalidInput(f"model_versions[{model}]", f"version must be a positive integer, got {version!r}")
+            raise InvalidInput(f"model_versions[{model}]", f"version must be a positive integer, got {shown(version)}")
 
 
 def _check_inputs(
@@ -86,12 +102,13 @@ def _check_inputs(
     batch: int | None = None
     batch_from = ""
     for tensor, payload in zip(tensors, payloads, strict=True):
-        field = f"inputs[{tensor.name}]" if tensor.name else "inputs[]"
         spec = by_name.get(tensor.name)
         if spec is None:
+            field = f"inputs[{escaped(tensor.name, MAX_SHOWN)}]" if tensor.name else "inputs[]"
             raise InvalidInput(
-                f"{field}.name", f"unknown input {tensor.name!r} (route inputs: {', '.join(sorted(by_name))})"
+                f"{field}.name", f"unknown input {shown(tensor.name)} (route inputs: {', '.join(sorted(by_name))})"
             )
+        field = f"inputs[{tensor.name}]"
         if tensor.name in seen:
             raise InvalidInput(f"{field}.name", "input is given twice")
         seen.add(tensor.name)

@@ -119,7 +119,28 @@ CASES = [
         "model_versions[m]",
         "positive integer",
     ),
-    ("long request id", mutate(lambda r: setattr(r, "request_id", "x" * 200)), "request_id", "at most 128"),
+    ("long request id", mutate(lambda r: setattr(r, "request_id", "x" * 200)), "request_id", "200 bytes long"),
+    # 65 characters, 130 bytes in UTF-8: the bound is in bytes.
+    ("request id bytes", mutate(lambda r: setattr(r, "request_id", "é" * 65)), "request_id", "130 bytes long"),
+    (
+        "request id newline",
+        mutate(lambda r: setattr(r, "request_id", "abc\nINFO forged")),
+        "request_id",
+        "character 3 ('\\n') is not printable",
+    ),
+    ("request id escape", mutate(lambda r: setattr(r, "request_id", "\x1b[2J")), "request_id", "character 0"),
+    (
+        "long unknown input",
+        mutate(lambda r: r.inputs.add(name="n\n" + "x" * 10_000, datatype="FP32", shape=[2])),
+        "inputs[n\\n" + "x" * 62 + "… (10002 characters)].name",
+        "unknown input 'n\\n" + "x" * 62 + "…' (10002 characters) (route inputs: image, mask)",
+    ),
+    (
+        "long unknown output",
+        mutate(lambda r: r.outputs.append("o" * 100_000)),
+        "outputs[0]",
+        "unknown output '" + "o" * 64 + "…' (100000 characters)",
+    ),
 ]
 
 
@@ -187,3 +208,10 @@ def test_route_config_takes_allow_non_finite() -> None:
 
     assert RouteConfig(name="r", model="m").allow_non_finite is True
     assert RouteConfig(name="r", model="m", allow_non_finite=False).allow_non_finite is False
+
+
+@pytest.mark.parametrize("request_id", ["", "abc", "x" * 128, "req-é-1", "a b"])
+def test_request_ids_accepted(request_id: str) -> None:
+    request = good()
+    request.request_id = request_id
+    check(request)

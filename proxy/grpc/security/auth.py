@@ -13,6 +13,7 @@ import grpc.aio
 from google.protobuf.message import Message
 from prometheus_client import Counter
 
+from switchyard.proxy.client_text import shown
 from switchyard.proxy.grpc.handlers import GATEWAY_SERVICE, JOBS_SERVICE, OIP, OIP_SERVICE
 from switchyard.proxy.grpc.security.keys import ApiKey, KeyStore, _credential
 
@@ -172,7 +173,7 @@ async def _check(method: str, key: ApiKey, request: Any, context: grpc.aio.Servi
     if not key.allows(route):
         AUTH_REFUSED.labels(grpc.StatusCode.PERMISSION_DENIED.name).inc()
         log.info("refused %s for API key %r on route %r", method, key.name, route)
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"API key {key.name!r} may not use route {route!r}")
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"API key {key.name!r} may not use route {shown(route)}")
 
 
 def _authorised(handler: grpc.RpcMethodHandler[Any, Any], method: str, key: ApiKey) -> grpc.RpcMethodHandler[Any, Any]:
