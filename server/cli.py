@@ -27,8 +27,11 @@
 * ``switchyard models add | list | remove``, ``switchyard reload`` — users' own
   models and reloading a running gateway (``server.model_commands``).
 * ``switchyard init DIR`` — a project skeleton for them (``server.project_init``).
-* ``switchyard batch`` — scores a data set through a route: the SDK's command
-  (``switchyard.client.cli`` is the ``switchyard`` entry point and adds these).
+* ``switchyard batch`` — scores a data set through a route: the SDK's command.
+
+The ``switchyard`` entry point belongs to the SDK, which calls
+:func:`add_commands` when the server is installed; nothing here imports the
+SDK (``tests/test_layers.py``).
 
 The event loop is uvloop's, one per process.
 """
@@ -306,7 +309,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``serve`` and ``models`` to the ``switchyard`` command (``switchyard.client.cli`` adds ``batch``)."""
+    """Adds the server's commands (``serve``, ``triton``, ``config``, ``models``, ...) to the ``switchyard`` command."""
     s = sub.add_parser(
         "serve",
         help="serve the gateway (starts a local Triton unless --triton-url is given)",
