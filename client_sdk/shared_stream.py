@@ -91,7 +91,8 @@ class SharedStream:
         finally:
             if self._pending.get(request_id) is answer:
                 del self._pending[request_id]
-                if not answer.done() and call is not None and call is self._call:
+                # No answer came (a cancelled wait cancels the future it awaited): withdraw the request.
+                if (answer.cancelled() or not answer.done()) and call is not None and call is self._call:
                     self._withdraw(call, request_id)
         which = message.WhichOneof("result")
         if which == "response":

@@ -1,15 +1,16 @@
 """The SDK's calls on shared InferStreams against a real Triton: unary answers, deadlines and cancellation.
 
-``digits_slow`` holds a lone request about a second in its micro-batching
-window (no eager dispatch) before its real Triton call: long enough to pass a
-shorter deadline or to be cancelled while the gateway still works on it.
+``digits_slow`` (the job tests' route) holds a lone request about a second in
+its micro-batching window (no eager dispatch) before its real Triton call:
+long enough to pass a shorter deadline or to be cancelled while the gateway
+still works on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import numpy as np
@@ -27,18 +28,9 @@ from switchyard.v1.channel import channel_options
 from switchyard.v1.tensors import from_numpy
 
 from .gateway_thread import GatewayThread
+from .jobs_fixtures import ROUTES
 from .waiting import wait_for
 
-ROUTES = """
-[[routes]]
-name = "digits"
-model = "digits_logreg"
-
-[[routes]]
-name = "digits_slow"
-model = "digits_logreg"
-batching = { max_delay_ms = 1000.0, max_batch = 64, eager = false }
-"""
 IMAGE = np.zeros((1, 64), np.float32)
 
 
@@ -96,28 +88,40 @@ def test_a_stream_call_past_its_deadline_raises_at_the_deadline_and_the_stream_g
     wait_for(lambda: _gauge("switchyard_inflight_requests", route="digits_slow") == 0, 2, "no request left in flight")
 
 
-def test_a_cancelled_stream_call_leaves_nothing_pending_on_either_side(gateway: GatewayThread) -> None:
-    cancelled_before = _gauge("switchyard_requests_total", route="digits_slow", code="CANCELLED")
+async def _until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Polls ``predicate`` without blocking the client's loop; AssertionError past ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    assert predicate(), f"{what}: not within {timeout_s} s"
 
-    async def run() -> tuple[int, float]:
+
+def test_a_cancelled_stream_call_leaves_nothing_pending_on_either_side(gateway: GatewayThread) -> None:
+    def count(code: str) -> float:
+        return _gauge("switchyard_requests_total", route="digits_slow", code=code)
+
+    def in_flight() -> float:
+        return _gauge("switchyard_inflight_requests", route="digits_slow")
+
+    cancelled_before, ok_before = count("CANCELLED"), count("OK")
+
+    async def run() -> None:
         async with AsyncClient(gateway.target, stream_calls=True) as client:
             call = asyncio.ensure_future(client.infer("digits_slow", {"image": IMAGE}, timeout=10))
-            await asyncio.sleep(0.3)
-            in_flight = _gauge("switchyard_inflight_requests", route="digits_slow")
+            # Cancelled once the gateway holds it (in the batching window, before any Triton call).
+            await _until(lambda: in_flight() == 1, 5, "the request reached the gateway")
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
-            assert client._shared is not None
-            return client._shared.pending, in_flight
+            assert client._shared is not None and client._shared.pending == 0
+            # With the stream still open: the gateway withdrew it, so it ends CANCELLED there; left running it
+            # would have ended OK after its window.
+            await _until(lambda: count("CANCELLED") == cancelled_before + 1, 5, "the gateway withdrew the request")
+            assert in_flight() == 0
+            assert count("OK") == ok_before
 
-    started = time.monotonic()
-    pending, in_flight = asyncio.run(run())
-    assert in_flight == 1
-    assert pending == 0
-    # Withdrawn by the gateway well before the 1 s window would have sent it to Triton.
-    wait_for(lambda: _gauge("switchyard_inflight_requests", route="digits_slow") == 0, 0.5, "withdrawn")
-    assert time.monotonic() - started < 0.9
-    assert _gauge("switchyard_requests_total", route="digits_slow", code="CANCELLED") == cancelled_before + 1
+    asyncio.run(run())
 
 
 def test_the_contract_own_timeout_and_cancel_on_a_raw_stream(gateway: GatewayThread) -> None:
