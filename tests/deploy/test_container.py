@@ -28,6 +28,7 @@ from sklearn.datasets import load_digits
 
 from switchyard.client import Client
 from switchyard.server.processes import free_port
+from tests.integration.waiting import wait_for
 
 from .podman import Podman
 
@@ -142,15 +143,12 @@ def test_image_serves_and_stops_on_sigterm(podman: Podman, switchyard_image: str
     assert np.frombuffer(base64.b64decode(raw_label), "<i8").tolist() == [labels[0]]
 
     # The workers add their counts to the shared values every half second.
-    wanted = 'switchyard_requests_total{code="OK",route="digits"} 2.0'
-    deadline = time.monotonic() + 5
-    while True:
+    def exposition() -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-            exposition = response.read().decode()
-        if wanted in exposition or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert wanted in exposition, [line for line in exposition.splitlines() if "requests_total" in line]
+            return str(response.read().decode())
+
+    wanted = 'switchyard_requests_total{code="OK",route="digits"} 2.0'
+    wait_for(lambda: wanted in exposition(), 5, wanted)
 
     status, stop_s = _stop(podman, container_name)
     log = podman.logs(container_name, tail=20)
