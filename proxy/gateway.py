@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -30,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from switchyard.proxy import metrics, tracing
 from switchyard.proxy.backend.cuda_shared_memory import CudaSharedMemoryPool
 from switchyard.proxy.backend.pool import TritonPool
-from switchyard.proxy.backend.shared_memory import SharedMemoryPool
+from switchyard.proxy.backend.shared_memory import SharedMemoryPool, SlotPool
 from switchyard.proxy.cache import Cache, MemoryCache, RedisCache
 from switchyard.proxy.grpc.admin import ADMIN, ADMIN_SERVICE, AdminService
 from switchyard.proxy.grpc.gateway import GatewayService
@@ -49,6 +50,8 @@ from switchyard.proxy.settings import GatewaySettings
 from switchyard.v1.channel import server_options
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=SlotPool)
 
 
 class PortInUse(RuntimeError):
@@ -237,20 +240,15 @@ class Gateway:
         s = self.settings
         if not _shm_room(s.triton_shm_slots * s.triton_shm_slot_bytes):
             return None
-        return SharedMemoryPool(
-            slots=s.triton_shm_slots,
-            slot_bytes=s.triton_shm_slot_bytes,
-            threshold_bytes=s.triton_shm_threshold_bytes,
-            quarantine_s=s.triton_shm_quarantine_s,
-            label=endpoint,
-        )
+        return self._slot_pool(SharedMemoryPool, endpoint)
 
     def _cuda_shared_memory(self, endpoint: str) -> CudaSharedMemoryPool | None:
         """CUDA shared-memory slots for a Triton endpoint on this host, when the ops run on a GPU (CuPy)."""
-        if array_module() is np:
-            return None
+        return None if array_module() is np else self._slot_pool(CudaSharedMemoryPool, endpoint)
+
+    def _slot_pool(self, kind: type[P], endpoint: str) -> P:
         s = self.settings
-        return CudaSharedMemoryPool(
+        return kind(
             slots=s.triton_shm_slots,
             slot_bytes=s.triton_shm_slot_bytes,
             threshold_bytes=s.triton_shm_threshold_bytes,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
@@ -79,14 +79,7 @@ class ReloadOutcome:
     model_versions: dict[str, str] = field(default_factory=dict)
 
     def to_proto(self) -> admin_pb2.ReloadResponse:
-        return admin_pb2.ReloadResponse(
-            routes=self.routes,
-            added=self.added,
-            removed=self.removed,
-            changed=self.changed,
-            loaded_models=self.loaded_models,
-            model_versions=self.model_versions,
-        )
+        return admin_pb2.ReloadResponse(**asdict(self))
 
     def summary(self) -> str:
         parts = [f"{len(self.routes)} routes"]
@@ -111,35 +104,23 @@ def _versions(table: RouteTable) -> dict[str, str]:
     return found
 
 
+@dataclass(eq=False, kw_only=True)
 class Reloader:
     """Reloads one gateway process's routes (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        routes_path: Path | None,
-        config: RoutesFile,
-        table: RouteTable,
-        backend: TritonPool,
-        plane: DataPlane,
-        health: HealthMonitor,
-        data_cache: Cache | None,
-        ready_timeout_s: float,
-        prepare: Prepare | None = None,
-        on_routes: Callable[[RouteTable], None] = lambda _table: None,
-    ) -> None:
-        self.routes_path = routes_path
-        self.config = config
-        self.table = table
-        self._backend = backend
-        self._plane = plane
-        self._health = health
-        self._data_cache = data_cache
-        self._ready_timeout_s = ready_timeout_s
-        self._prepare = prepare
-        self._on_routes = on_routes
-        self._lock = asyncio.Lock()
-        self._waiters: list[asyncio.Future[ReloadOutcome]] = []
+    routes_path: Path | None
+    config: RoutesFile
+    """The routes file now served."""
+    table: RouteTable
+    backend: TritonPool
+    plane: DataPlane
+    health: HealthMonitor
+    data_cache: Cache | None
+    ready_timeout_s: float
+    prepare: Prepare | None = None
+    on_routes: Callable[[RouteTable], None] = lambda _table: None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _waiters: list[asyncio.Future[ReloadOutcome]] = field(default_factory=list, init=False)
 
     def next_reload(self) -> asyncio.Future[ReloadOutcome]:
         """The outcome of the next reload that starts after this call (ReloadRefused when it is refused)."""
@@ -197,10 +178,10 @@ class Reloader:
 
     async def _reload(self) -> ReloadOutcome:
         config = self.read_routes()
-        loaded = list(await self._prepare(config)) if self._prepare is not None else []
+        loaded = list(await self.prepare(config)) if self.prepare is not None else []
         loaded += await self._ensure_models(config)
         try:
-            table = await build_routes(config, self._backend, data_cache=self._data_cache)
+            table = await build_routes(config, self.backend, data_cache=self.data_cache)
         except ConfigError as exc:
             raise ReloadRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         except GatewayError as exc:
@@ -215,10 +196,10 @@ class Reloader:
             and (route.fingerprint, route.versions) != (old_routes[name].fingerprint, old_routes[name].versions)
         )
         # The swap: no await between these two, so a request sees the old table or the new one, whole.
-        self._plane.routes = table
+        self.plane.routes = table
         self.table, self.config = table, config
-        self._on_routes(table)
-        await self._health.set_routes(table)
+        self.on_routes(table)
+        await self.health.set_routes(table)
         return ReloadOutcome(
             routes=tuple(sorted(new_routes)),
             added=tuple(sorted(set(new_routes) - set(old_routes))),
@@ -232,32 +213,32 @@ class Reloader:
         """Loads into Triton the models of ``config`` that no endpoint has ready; the models loaded."""
         models = sorted({m for r in config.routes for m in r.models()})
         watched = sorted(set(models) | set(self.table.models()))  # the running routes' readiness stays known
-        await self._backend.refresh(watched, timeout_s=min(2.0, self._ready_timeout_s))
-        missing = [m for m in models if not self._backend.serving([m])]
+        await self.backend.refresh(watched, timeout_s=min(2.0, self.ready_timeout_s))
+        missing = [m for m in models if not self.backend.serving([m])]
         loaded = []
         for model in missing:
             where = next(f"routes[{r.name}]{model_field(r, model)}" for r in config.routes if model in r.models())
             failures = []
-            for endpoint in list(self._backend.endpoints):
+            for endpoint in list(self.backend.endpoints):
                 try:
                     await TritonRepository(endpoint).load(model)
                 except GatewayError as exc:
                     failures.append(exc.message)
-            if failures and len(failures) == len(self._backend.endpoints):
+            if failures and len(failures) == len(self.backend.endpoints):
                 raise ReloadRefused(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"{where}: model {model!r} is not ready in Triton and could not be loaded: {failures[0]}",
                 )
             loaded.append(model)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._ready_timeout_s
-        while models and not self._backend.serving(models):
+        deadline = loop.time() + self.ready_timeout_s
+        while models and not self.backend.serving(models):
             if loop.time() >= deadline:
-                pending = ", ".join(m for m in models if not self._backend.serving([m]))
+                pending = ", ".join(m for m in models if not self.backend.serving([m]))
                 raise ReloadRefused(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"models not ready in Triton after {self._ready_timeout_s:g} s: {pending}",
+                    f"models not ready in Triton after {self.ready_timeout_s:g} s: {pending}",
                 )
             await asyncio.sleep(0.25)
-            await self._backend.refresh(watched, timeout_s=min(2.0, self._ready_timeout_s))
+            await self.backend.refresh(watched, timeout_s=min(2.0, self.ready_timeout_s))
         return loaded

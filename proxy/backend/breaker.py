@@ -28,6 +28,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 
 from prometheus_client import Gauge
 
@@ -66,35 +67,30 @@ class CircuitOpen(BackendUnavailable):
 Listener = Callable[[CircuitState], None]
 
 
+@dataclass(eq=False)
 class CircuitBreaker:
     """Opens after ``failure_threshold`` consecutive connection failures; see the module docstring."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        failure_threshold: int = 5,
-        cooldown_s: float = 0.25,
-        max_cooldown_s: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        at_least("failure_threshold", failure_threshold, 1)
-        above("cooldown_s", cooldown_s, 0)
-        at_least("max_cooldown_s", max_cooldown_s, cooldown_s)
-        self.name = name
-        self.failure_threshold = failure_threshold
-        """Consecutive connection failures that open the circuit."""
-        self.cooldown_s = cooldown_s
-        self.max_cooldown_s = max_cooldown_s
-        """The cool-down doubles after each failed probe, up to this."""
-        self._clock = clock
+    name: str
+    _: KW_ONLY
+    clock: Callable[[], float] = time.monotonic
+    failure_threshold: int = 5
+    """Consecutive connection failures that open the circuit."""
+    cooldown_s: float = 0.25
+    max_cooldown_s: float = 0.5
+    """The cool-down doubles after each failed probe, up to this."""
+
+    def __post_init__(self) -> None:
+        at_least("failure_threshold", self.failure_threshold, 1)
+        above("cooldown_s", self.cooldown_s, 0)
+        at_least("max_cooldown_s", self.max_cooldown_s, self.cooldown_s)
         self._state = CircuitState.CLOSED
         self._failures = 0
-        self._cooldown = cooldown_s
+        self._cooldown = self.cooldown_s
         self._retry_at = 0.0
         self._opened_at = 0.0
         self._listeners: list[Listener] = []
-        CIRCUIT_OPEN.labels(name).set(0)
+        CIRCUIT_OPEN.labels(self.name).set(0)
 
     # -- state -----------------------------------------------------------------
 
@@ -114,7 +110,7 @@ class CircuitBreaker:
         """Seconds until the next probe may go (0 when closed, half-open or due)."""
         if self._state is not CircuitState.OPEN:
             return 0.0
-        return max(self._retry_at - self._clock(), 0.0)
+        return max(self._retry_at - self.clock(), 0.0)
 
     def add_listener(self, listener: Listener) -> None:
         """``listener(new_state)`` is called after every state change."""
@@ -144,7 +140,7 @@ class CircuitBreaker:
             return
         self._failures += 1
         if self._failures >= self.failure_threshold:
-            self._opened_at = self._clock()
+            self._opened_at = self.clock()
             self._cooldown = self.cooldown_s
             self._open(f"after {self._failures} consecutive connection failures")
 
@@ -152,7 +148,7 @@ class CircuitBreaker:
 
     def begin_probe(self) -> bool:
         """Takes the one probe of the half-open state: True when open and the cool-down has passed."""
-        if self._state is not CircuitState.OPEN or self._clock() < self._retry_at:
+        if self._state is not CircuitState.OPEN or self.clock() < self._retry_at:
             return False
         self._set(CircuitState.HALF_OPEN)
         return True
@@ -160,7 +156,7 @@ class CircuitBreaker:
     def probe_succeeded(self) -> None:
         if self._state is not CircuitState.HALF_OPEN:
             return
-        down = self._clock() - self._opened_at
+        down = self.clock() - self._opened_at
         self._failures = 0
         self._cooldown = self.cooldown_s
         log.warning("circuit to Triton at %s closed: it answers again after %.1f s down", self.name, down)
@@ -175,7 +171,7 @@ class CircuitBreaker:
     # -- internals ---------------------------------------------------------------
 
     def _open(self, why: str) -> None:
-        self._retry_at = self._clock() + self._cooldown
+        self._retry_at = self.clock() + self._cooldown
         if why:
             log.warning(
                 "circuit to Triton at %s opened %s: calls fail fast, probing every %g-%g s",

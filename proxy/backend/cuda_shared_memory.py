@@ -72,6 +72,8 @@ def as_message(tensor: TensorLike) -> pb.Tensor:
 class CudaSharedMemoryPool(SlotPool):
     """Equal slots of one block of device memory, exported to Triton as a CUDA IPC region."""
 
+    region_prefix = "switchyard_cuda"
+
     def __init__(
         self,
         *,
@@ -84,12 +86,14 @@ class CudaSharedMemoryPool(SlotPool):
     ) -> None:
         import cupy
 
+        self._cupy = cupy
+        self.device_id = cupy.cuda.Device().id if device_id is None else device_id
         super().__init__(
             slots=slots, slot_bytes=slot_bytes, threshold_bytes=threshold_bytes, quarantine_s=quarantine_s, label=label
         )
-        self.region = self.region.replace("switchyard_", "switchyard_cuda_", 1)
-        self._cupy = cupy
-        self.device_id = cupy.cuda.Device().id if device_id is None else device_id
+
+    def _allocate(self) -> None:
+        cupy = self._cupy
         with cupy.cuda.Device(self.device_id):
             # A plain cudaMalloc of its own (not CuPy's pool): an IPC handle exports a whole allocation.
             self._memory: Any = cupy.cuda.Memory(self.byte_size)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import Counter
 
@@ -36,28 +37,24 @@ RETRIES_SKIPPED = Counter(
 )
 
 
+@dataclass(eq=False, kw_only=True)
 class RetryBudget:
     """Token bucket bounding retries to ``ratio`` of calls plus ``min_per_s`` a second."""
 
-    def __init__(
-        self,
-        *,
-        ratio: float = 0.1,
-        min_per_s: float = 2.0,
-        max_tokens: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        at_least("ratio", ratio, 0)
-        at_least("min_per_s", min_per_s, 0)
-        at_least("max_tokens", max_tokens, 1)
-        self.ratio = ratio
-        """Tokens each call deposits: the share of calls that may be retried."""
-        self.min_per_s = min_per_s
-        self.max_tokens = max_tokens
-        """The most tokens the bucket holds: the largest burst of retries."""
-        self._clock = clock
-        self._tokens = max_tokens
-        self._updated = clock()
+    ratio: float = 0.1
+    """Tokens each call deposits: the share of calls that may be retried."""
+    min_per_s: float = 2.0
+    """Tokens added each second whatever the traffic: retries a quiet process may still make."""
+    max_tokens: float = 10.0
+    """The most tokens the bucket holds: the largest burst of retries."""
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        at_least("ratio", self.ratio, 0)
+        at_least("min_per_s", self.min_per_s, 0)
+        at_least("max_tokens", self.max_tokens, 1)
+        self._tokens = self.max_tokens
+        self._updated = self.clock()
 
     @property
     def tokens(self) -> float:
@@ -78,7 +75,7 @@ class RetryBudget:
         return True
 
     def _refill(self) -> None:
-        now = self._clock()
+        now = self.clock()
         elapsed = now - self._updated
         self._updated = now
         if elapsed > 0:

@@ -28,6 +28,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from typing import ClassVar
 
 from prometheus_client import Counter, Gauge
 
@@ -64,7 +65,12 @@ class SlotPool:
     (a POSIX segment here, device memory in ``cuda_shared_memory``).
     """
 
-    def __init__(self, *, slots: int, slot_bytes: int, threshold_bytes: int, quarantine_s: float, label: str) -> None:
+    region_prefix: ClassVar[str] = "switchyard"
+    """Names of this kind's regions start with it."""
+
+    def __init__(
+        self, *, slots: int, slot_bytes: int, threshold_bytes: int, quarantine_s: float, label: str = ""
+    ) -> None:
         at_least("slots", slots, 1)
         at_least("slot_bytes", slot_bytes, threshold_bytes)
         self.slots = slots
@@ -75,7 +81,7 @@ class SlotPool:
         """How long a slot Triton may still read stays out of use."""
         self.label = label
         # The process id and a random part keep several gateways on one host (and on one Triton) apart.
-        self.region = f"switchyard_{os.getpid()}_{secrets.token_hex(4)}"
+        self.region = f"{self.region_prefix}_{os.getpid()}_{secrets.token_hex(4)}"
         self.byte_size = slots * slot_bytes
         self._free = list(range(slots))
         self._quarantine: list[tuple[float, int]] = []  # (free again at, slot), a heap
@@ -83,6 +89,11 @@ class SlotPool:
         """Whether Triton knows the region now (set and cleared by the backend client)."""
         self.retry_at = 0.0
         """After a failed registration, not tried again before this ``time.monotonic()``."""
+        self._allocate()
+
+    def _allocate(self) -> None:
+        """Creates the region's memory (``byte_size`` bytes, named ``region``): the subclass's part."""
+        raise NotImplementedError
 
     def fits(self, nbytes: int) -> bool:
         """Whether a tensor of ``nbytes`` is one this pool is for (large enough; the slot size is checked on take)."""
@@ -124,18 +135,10 @@ class SlotPool:
 class SharedMemoryPool(SlotPool):
     """Equal slots of one POSIX shared-memory segment."""
 
-    def __init__(
-        self,
-        *,
-        slots: int,
-        slot_bytes: int,
-        threshold_bytes: int,
-        quarantine_s: float,
-        label: str = "",
-    ) -> None:
-        super().__init__(
-            slots=slots, slot_bytes=slot_bytes, threshold_bytes=threshold_bytes, quarantine_s=quarantine_s, label=label
-        )
+    key: str
+    """The segment's name as Triton opens it (``/`` + ``region``)."""
+
+    def _allocate(self) -> None:
         self.key = "/" + self.region
         self._segment: shared_memory.SharedMemory | None = shared_memory.SharedMemory(
             name=self.region, create=True, size=self.byte_size

@@ -11,6 +11,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from switchyard.proxy.checks import above_or_none
+
 CACHE_REQUESTS = Counter(
     "switchyard_cache_requests",
     "Cache look-ups, by cache, route and result (hit or miss).",
@@ -37,9 +39,16 @@ class Cache(ABC):
     cache of a process its own name (``"prediction"``, ``"data"``).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, ttl_s: float | None = None) -> None:
+        above_or_none("ttl_s", ttl_s, 0)
         self.name = name
+        self.ttl_s = ttl_s
+        """The default TTL; None: entries live until evicted."""
         self._lookups: dict[tuple[str, bool], Any] = {}
+
+    def _ttl(self, ttl_s: float | None) -> float | None:
+        """The TTL of one ``set``: ``ttl_s``, else the cache's default."""
+        return self.ttl_s if ttl_s is None else ttl_s
 
     async def get(self, key: str, *, route: str = "", timeout_s: float | None = None) -> bytes | None:
         """The value under ``key``, or None on a miss; counted under ``route``.

@@ -37,14 +37,11 @@ class MemoryCache(Cache):
         name: str = "memory",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(name, ttl_s)
         at_least("max_bytes", max_bytes, 1)
-        above_or_none("ttl_s", ttl_s, 0)
         above_or_none("max_entries", max_entries, 0)
-        super().__init__(name)
         self.max_bytes = max_bytes
         """Bytes charged (keys, values, overhead) past which the least recently used entries go."""
-        self.ttl_s = ttl_s
-        """The default TTL; None: entries live until evicted."""
         self.max_entries = max_entries
         self._clock = clock
         # key -> (value, expires_at (monotonic), charged bytes); order = recency, oldest first.
@@ -84,7 +81,7 @@ class MemoryCache(Cache):
         old = self._entries.pop(key, None)
         if old is not None:
             self._charge(-old[2])
-        ttl = self.ttl_s if ttl_s is None else ttl_s
+        ttl = self._ttl(ttl_s)
         size = len(key) + len(value) + ENTRY_OVERHEAD
         if (ttl is not None and ttl <= 0) or size > self.max_bytes:
             return

@@ -13,7 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from switchyard.proxy.cache.base import CACHE_ERRORS, Cache
-from switchyard.proxy.checks import above, above_or_none, at_least
+from switchyard.proxy.checks import above, at_least
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,11 @@ class RedisCache(Cache):
         failure_backoff_s: float = 1.0,
         warn_interval_s: float = 10.0,
     ) -> None:
-        above_or_none("ttl_s", ttl_s, 0)
+        super().__init__(name, ttl_s)
         above("op_timeout_s", op_timeout_s, 0)
         at_least("max_connections", max_connections, 1)
         at_least("failure_threshold", failure_threshold, 1)
         at_least("failure_backoff_s", failure_backoff_s, 0)
-        super().__init__(name)
-        self.ttl_s = ttl_s
         self.op_timeout_s = op_timeout_s
         """The longest one Redis command may take before it counts as a miss."""
         self.key_prefix = key_prefix
@@ -101,7 +99,7 @@ class RedisCache(Cache):
         return value if isinstance(value, bytes) else None
 
     async def _set(self, key: str, value: bytes, ttl_s: float | None, timeout_s: float | None) -> None:
-        ttl = self.ttl_s if ttl_s is None else ttl_s
+        ttl = self._ttl(ttl_s)
         if (ttl is not None and ttl <= 0) or self._bypassed():
             return
         px = None if ttl is None else max(1, round(ttl * 1000))

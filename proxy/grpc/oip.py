@@ -246,20 +246,10 @@ class OipService:
         async for response in pipelined(request_iterator, answer, max_inflight=self._stream_max_inflight):
             yield response
 
-    # -- the rest of the service ----------------------------------------------------------------------------
 
-    ModelStatistics = staticmethod(_unsupported("ModelStatistics"))
-    RepositoryIndex = staticmethod(_unsupported("RepositoryIndex"))
-    RepositoryModelLoad = staticmethod(_unsupported("RepositoryModelLoad"))
-    RepositoryModelUnload = staticmethod(_unsupported("RepositoryModelUnload"))
-    SystemSharedMemoryStatus = staticmethod(_unsupported("SystemSharedMemoryStatus"))
-    SystemSharedMemoryRegister = staticmethod(_unsupported("SystemSharedMemoryRegister"))
-    SystemSharedMemoryUnregister = staticmethod(_unsupported("SystemSharedMemoryUnregister"))
-    CudaSharedMemoryStatus = staticmethod(_unsupported("CudaSharedMemoryStatus"))
-    CudaSharedMemoryRegister = staticmethod(_unsupported("CudaSharedMemoryRegister"))
-    CudaSharedMemoryUnregister = staticmethod(_unsupported("CudaSharedMemoryUnregister"))
-    TraceSetting = staticmethod(_unsupported("TraceSetting"))
-    LogSettings = staticmethod(_unsupported("LogSettings"))
+# The rest of the service: each method refuses with UNIMPLEMENTED, naming what the gateway offers instead.
+for _method in UNSUPPORTED:
+    setattr(OipService, _method, staticmethod(_unsupported(_method)))
 
 
 def _metadata_tensor(spec: TensorSpec) -> Any:

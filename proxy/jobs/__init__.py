@@ -80,15 +80,7 @@ class JobQueue:
         self.worker = worker_name()
         self.store = open_store(settings, worker=self.worker)
         self.runner = JobRunner(
-            self.store,
-            plane.infer,
-            worker_id=self.worker,
-            concurrency=settings.jobs_concurrency,
-            lease_s=settings.jobs_visibility_timeout_s,
-            timeout_s=settings.jobs_timeout_s,
-            poll_interval_s=settings.jobs_poll_interval_s,
-            idle_poll_s=settings.jobs_idle_poll_s,
-            on_store_health=on_store_health,
+            self.store, plane.infer, settings, worker_id=self.worker, on_store_health=on_store_health
         )
         self.service = JobsService(self.store, self.runner, plane, settings, keys=keys)
 

@@ -92,7 +92,12 @@ class Lease:
 
 
 class QueueFull(GatewayError):
+    """The store already holds ``jobs_max_queued`` queued jobs; the client should retry later."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, queued: int, bound: int) -> None:
+        super().__init__(f"job queue is full: {queued} jobs are queued (bound {bound}); submit later")
 
 
 class StoreUnavailable(GatewayError):
@@ -102,6 +107,8 @@ class StoreUnavailable(GatewayError):
 
 
 class JobNotFound(GatewayError):
+    """No job has this id in the store: it never existed, or it ended and its result expired."""
+
     code = grpc.StatusCode.NOT_FOUND
 
     def __init__(self, job_id: str) -> None:

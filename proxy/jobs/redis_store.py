@@ -407,7 +407,7 @@ class RedisJobStore(JobStore):
             raise StoreUnavailable("job store: the job of this idempotency key was removed while being read; retry")
         if status == "FULL":
             queued = _text(outcome[1])
-            raise QueueFull(f"job queue is full: {queued} jobs are queued (bound {max_queued}); submit later")
+            raise QueueFull(queued, max_queued)
         return job, False
 
     async def get(self, job_id: str) -> JobRecord | None:

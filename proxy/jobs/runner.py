@@ -38,12 +38,12 @@ from typing import Any
 import grpc
 
 from switchyard.proxy import metrics
-from switchyard.proxy.checks import above, at_least
 from switchyard.proxy.errors import GatewayError
 from switchyard.proxy.jobs.records import JobState, Lease, StoreUnavailable
 from switchyard.proxy.jobs.store import JobStore
 from switchyard.proxy.lifecycle.dataplane import Answer
 from switchyard.proxy.lifecycle.deadlines import wait_event
+from switchyard.proxy.settings import GatewaySettings
 from switchyard.v1 import gateway_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -80,32 +80,24 @@ class JobEvents:
 
 
 class JobRunner:
+    """This process's job workers: claims jobs, runs each as an inference, keeps its lease and records the end.
+
+    Its knobs are the ``jobs_*`` settings (concurrency, lease, attempt deadline, polling).
+    """
+
     def __init__(
         self,
         store: JobStore,
         execute: Execute,
+        settings: GatewaySettings,
         *,
         worker_id: str,
-        concurrency: int,
-        lease_s: float,
-        timeout_s: float,
-        poll_interval_s: float,
-        idle_poll_s: float | None = None,
         events: JobEvents | None = None,
         on_store_health: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
-        at_least("concurrency", concurrency, 1)
-        above("lease_s", lease_s, 0)
         self.store = store
+        self.settings = settings
         self.worker_id = worker_id
-        self.concurrency = concurrency
-        """Jobs this process runs at once."""
-        self.lease_s = lease_s
-        """A running job's lease, renewed by its heartbeat."""
-        self.timeout_s = timeout_s
-        """Deadline of one attempt."""
-        self.poll_interval_s = poll_interval_s
-        self.idle_poll_s = max(poll_interval_s, idle_poll_s if idle_poll_s is not None else poll_interval_s)
         self.events = events or JobEvents()
         self._execute = execute
         self._on_store_health = on_store_health
@@ -118,7 +110,7 @@ class JobRunner:
 
     @property
     def heartbeat_s(self) -> float:
-        return min(self.lease_s / 3, 2.0)
+        return min(self.settings.jobs_visibility_timeout_s / 3, 2.0)
 
     async def start(self) -> None:
         self._tasks = [
@@ -154,14 +146,16 @@ class JobRunner:
     # -- claiming -------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        wait_s = self.poll_interval_s
+        poll_s = self.settings.jobs_poll_interval_s
+        idle_poll_s = max(poll_s, self.settings.jobs_idle_poll_s)
+        wait_s = poll_s
         while not self._stopping:
             self._wake.clear()
-            free = self.concurrency - len(self._jobs)
+            free = self.settings.jobs_concurrency - len(self._jobs)
             claimed = 0
             if free > 0:
                 try:
-                    leases = await self.store.claim(self.worker_id, free, self.lease_s)
+                    leases = await self.store.claim(self.worker_id, free, self.settings.jobs_visibility_timeout_s)
                 except StoreUnavailable as exc:
                     await self._store_health(False, exc.message)
                     leases = []
@@ -177,7 +171,7 @@ class JobRunner:
                 continue  # every slot taken: the next loop waits for one to free up
             # Found nothing: wait twice as long next time, up to idle_poll_s. A
             # submit to this process, or a slot freeing up, wakes the loop at once.
-            wait_s = self.poll_interval_s if claimed or free <= 0 else min(wait_s * 2, self.idle_poll_s)
+            wait_s = poll_s if claimed or free <= 0 else min(wait_s * 2, idle_poll_s)
             await wait_event(self._wake, wait_s)
 
     def _finished(self, job_id: str, _task: asyncio.Task[None]) -> None:
@@ -194,7 +188,7 @@ class JobRunner:
                  kind)  # fmt: skip
         self.events.notify(job.job_id)
         request = pb.InferRequest.FromString(job.request)
-        inference = asyncio.create_task(self._execute(request, self.timeout_s))
+        inference = asyncio.create_task(self._execute(request, self.settings.jobs_timeout_s))
         self._inferences[job.job_id] = inference
         heartbeat = asyncio.create_task(self._heartbeat(lease, inference))
         try:
@@ -228,7 +222,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
-                held = await self.store.renew(job_id, lease.token, self.lease_s)
+                held = await self.store.renew(job_id, lease.token, self.settings.jobs_visibility_timeout_s)
             except StoreUnavailable as exc:
                 log.warning("job %s: lease not renewed: %s", job_id, exc.message)
                 continue
@@ -264,7 +258,7 @@ class JobRunner:
 
     async def _write(self, write: Callable[[], Awaitable[bool]]) -> bool:
         """Runs a lease-checked write, retrying while the store is unreachable and the lease may still hold."""
-        deadline = time.monotonic() + self.lease_s
+        deadline = time.monotonic() + self.settings.jobs_visibility_timeout_s
         delay = 0.05
         while True:
             try:

@@ -192,7 +192,7 @@ class SqliteJobStore(JobStore):
                     return _record(row), True
             (queued,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED'").fetchone()
             if queued >= max_queued:
-                raise QueueFull(f"job queue is full: {queued} jobs are queued (bound {max_queued}); submit later")
+                raise QueueFull(queued, max_queued)
             conn.execute(
                 "INSERT INTO jobs (job_id, owner, idempotency_key, route, request_id, state, max_attempts, "
                 "create_time, result_ttl_s, request) VALUES (?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?)",

@@ -163,6 +163,14 @@ def _linear_taps(n_in: int, n_out: int) -> tuple[npt.NDArray[Any], npt.NDArray[A
     return low, high, weights
 
 
+def _image_spec(spec: TensorSpec, size: Size, datatype: str) -> TensorSpec:
+    """``spec`` (checked: a numeric image batch) with images of ``size = [h, w]`` and type ``datatype``."""
+    require_numeric(spec)
+    require_image(spec)
+    height, width = size
+    return TensorSpec(spec.name, datatype, (spec.shape[0], height, width, *spec.shape[3:]))
+
+
 @register_op
 class Resize(Op):
     """Bilinear resize of an image batch to ``size = [h, w]``; the output is FP32.
@@ -180,10 +188,7 @@ class Resize(Op):
     size: Size
 
     def transform_spec(self, spec: TensorSpec) -> TensorSpec:
-        require_numeric(spec)
-        require_image(spec)
-        height, width = self.size
-        return TensorSpec(spec.name, "FP32", (spec.shape[0], height, width, *spec.shape[3:]))
+        return _image_spec(spec, self.size, "FP32")
 
     def compute(self, array: Any, xp: ModuleType) -> Any:
         in_h, in_w = int(array.shape[1]), int(array.shape[2])
@@ -229,15 +234,14 @@ class CenterCrop(Op):
     size: Size
 
     def transform_spec(self, spec: TensorSpec) -> TensorSpec:
-        require_numeric(spec)
-        require_image(spec)
+        cropped = _image_spec(spec, self.size, spec.datatype)
         height, width = self.size
         in_h, in_w = spec.shape[1], spec.shape[2]
         if (in_h != -1 and in_h < height) or (in_w != -1 and in_w < width):
             raise OpTypeError(
                 f"tensor {spec.name!r} with shape {list(spec.shape)} is smaller than the {height}x{width} crop"
             )
-        return TensorSpec(spec.name, spec.datatype, (spec.shape[0], height, width, *spec.shape[3:]))
+        return cropped
 
     def compute(self, array: Any, xp: ModuleType) -> Any:
         height, width = self.size
