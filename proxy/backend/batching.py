@@ -50,7 +50,7 @@ import math
 import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import grpc
 
@@ -82,36 +82,30 @@ class _Queue:
     flush_at: float = math.inf
 
 
+@dataclass(eq=False)
 class MicroBatcher:
     """Merges concurrent requests for one model into one backend call per queue (see the module docstring)."""
 
-    def __init__(
-        self,
-        backend: InferBackend,
-        model: str,
-        *,
-        max_delay_s: float,
-        max_batch: int,
-        max_queued_rows: int | None = None,
-        eager: bool = False,
-        eager_calls: int = 1,
-    ) -> None:
-        at_least("max_batch", max_batch, 1)
-        at_least("max_delay_s", max_delay_s, 0)
-        at_least("eager_calls", eager_calls, 1)
-        self._backend = backend
-        self.model = model
-        self.max_delay_s = max_delay_s
-        """The longest a request waits for others to share its call."""
-        self.max_batch = max_batch
-        self.max_queued_rows = max_queued_rows if max_queued_rows is not None else 8 * max_batch
-        """Rows waiting in all queues together past which requests are sent alone."""
+    backend: InferBackend
+    model: str
+    _: KW_ONLY
+    max_delay_s: float
+    """The longest a request waits for others to share its call."""
+    max_batch: int
+    max_queued_rows: int | None = None
+    """Rows waiting in all queues together past which requests are sent alone (None: 8 x ``max_batch``)."""
+    eager: bool = False
+    """Send at once while fewer than ``eager_calls`` merged calls of the queue are in flight."""
+    eager_calls: int = 1
+
+    def __post_init__(self) -> None:
+        at_least("max_batch", self.max_batch, 1)
+        at_least("max_delay_s", self.max_delay_s, 0)
+        at_least("eager_calls", self.eager_calls, 1)
+        self._row_bound = 8 * self.max_batch if self.max_queued_rows is None else self.max_queued_rows
         self._queues: dict[BatchKey, _Queue] = {}
         self._queued_rows = 0
         self._sending: set[asyncio.Task[None]] = set()
-        self.eager = eager
-        """Send at once while fewer than ``eager_calls`` merged calls of the queue are in flight."""
-        self.eager_calls = eager_calls
         self._inflight: dict[BatchKey, int] = {}
 
     @property
@@ -133,10 +127,10 @@ class MicroBatcher:
         if (
             rows is None
             or rows >= self.max_batch
-            or self._queued_rows + rows > self.max_queued_rows
+            or self._queued_rows + rows > self._row_bound
             or self.max_delay_s == 0
         ):
-            return await self._backend.infer(
+            return await self.backend.infer(
                 self.model, version, inputs, outputs, timeout_s=deadline - time.monotonic(), request_id=request_id
             )
         key: BatchKey = (
@@ -219,7 +213,7 @@ class MicroBatcher:
                     for name, datatype, inner in specs
                 ]
             timeout_s = min(m.deadline for m in members) - time.monotonic()
-            result = await self._backend.infer(
+            result = await self.backend.infer(
                 self.model, version, inputs, outputs, timeout_s=timeout_s, request_id=members[0].request_id
             )
             parts = [result] if len(members) == 1 else _split(result, [m.rows for m in members], self.model)

@@ -97,7 +97,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
@@ -276,8 +276,14 @@ class RouteConfig(RouteConfigBase):
 
 
 class _CompositeBase(RouteConfigBase):
+    steps_field: ClassVar[str]
+    """The field that lists the route's steps."""
+    selects: ClassVar[bool] = False
+    """Whether a step may choose its model per request (``select``)."""
+
     def step_list(self) -> list[StepConfig]:
-        raise NotImplementedError
+        steps: list[StepConfig] = getattr(self, self.steps_field)
+        return steps
 
     def models(self) -> list[str]:
         return list(dict.fromkeys(m for step in self.step_list() for m in step.models()))
@@ -290,33 +296,36 @@ class _CompositeBase(RouteConfigBase):
                 raise ValueError(f"step {name!r} is declared twice")
         return self
 
+    @model_validator(mode="after")
+    def _plain_steps(self) -> _CompositeBase:
+        for step in self.step_list():
+            if step.select is not None and not self.selects:
+                raise ValueError(
+                    f"{self.steps_field}: {step.name!r} uses select, which only a serial route's steps may"
+                )
+        return self
+
 
 class SerialRouteConfig(_CompositeBase):
     """Steps run in order; each one's outputs join the working set the next one reads."""
 
+    steps_field = "steps"
+    selects = True
     kind: Literal["serial"]
     steps: list[StepConfig] = Field(min_length=1)
     outputs: list[str] | None = None
-
-    def step_list(self) -> list[StepConfig]:
-        return self.steps
 
 
 class ParallelRouteConfig(_CompositeBase):
     """Branches run at once on the same inputs; outputs are named ``<branch>.<output>``."""
 
+    steps_field = "branches"
     kind: Literal["parallel"]
     branches: list[StepConfig] = Field(min_length=2)
     policy: Literal["all", "partial"] = "all"
 
-    def step_list(self) -> list[StepConfig]:
-        return self.branches
-
     @model_validator(mode="after")
-    def _plain_branches(self) -> ParallelRouteConfig:
-        for branch in self.branches:
-            if branch.select is not None:
-                raise ValueError(f"branch {branch.name!r}: parallel branches name their model (select is serial-only)")
+    def _post_needs_all(self) -> ParallelRouteConfig:
         if self.policy == "partial" and self.post:
             raise ValueError("route-level post ops need every branch; with policy 'partial' put them on the branches")
         return self
@@ -325,17 +334,12 @@ class ParallelRouteConfig(_CompositeBase):
 class ProgressiveRouteConfig(_CompositeBase):
     """Stages (fast first) run at once; each answer is streamed as it improves on the last."""
 
+    steps_field = "stages"
     kind: Literal["progressive"]
     stages: list[StepConfig] = Field(min_length=2)
 
-    def step_list(self) -> list[StepConfig]:
-        return self.stages
-
     @model_validator(mode="after")
-    def _plain_stages(self) -> ProgressiveRouteConfig:
-        for stage in self.stages:
-            if stage.select is not None:
-                raise ValueError(f"stage {stage.name!r}: progressive stages name their model")
+    def _uncached(self) -> ProgressiveRouteConfig:
         if self.cache is not None or self.coalesce:
             raise ValueError("progressive routes are neither cached nor coalesced")
         return self
