@@ -16,9 +16,9 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from switchyard.proxy.errors import ConfigError
 from switchyard.proxy.settings import GatewaySettings
@@ -88,26 +88,31 @@ class KeyStore:
         return found
 
 
+def _matching(pattern: re.Pattern[str], why: str) -> AfterValidator:
+    """A field check: the value must match ``pattern``, else ``why``."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(why)
+        return value
+
+    return AfterValidator(check)
+
+
+_Key = Annotated[
+    str,
+    Field(min_length=1),
+    _matching(_KEY_CHARS, "a key must be printable ASCII without spaces (it travels in gRPC metadata)"),
+]
+_KeySha256 = Annotated[str, _matching(_SHA256_HEX, "must be 64 hexadecimal digits (the SHA-256 of the key)")]
+
+
 class _KeyEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    key: str | None = Field(None, min_length=1)
-    key_sha256: str | None = None
+    key: _Key | None = None
+    key_sha256: _KeySha256 | None = None
     routes: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-
-    @field_validator("key")
-    @classmethod
-    def _printable(cls, value: str | None) -> str | None:
-        if value is not None and not _KEY_CHARS.match(value):
-            raise ValueError("a key must be printable ASCII without spaces (it travels in gRPC metadata)")
-        return value
-
-    @field_validator("key_sha256")
-    @classmethod
-    def _hex(cls, value: str | None) -> str | None:
-        if value is not None and not _SHA256_HEX.match(value):
-            raise ValueError("must be 64 hexadecimal digits (the SHA-256 of the key)")
-        return value
 
     @field_validator("routes")
     @classmethod
