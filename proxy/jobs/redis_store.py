@@ -406,8 +406,7 @@ class RedisJobStore(JobStore):
                 return existing, True
             raise StoreUnavailable("job store: the job of this idempotency key was removed while being read; retry")
         if status == "FULL":
-            queued = _text(outcome[1])
-            raise QueueFull(queued, max_queued)
+            raise QueueFull(int(_text(outcome[1])), max_queued)
         return job, False
 
     async def get(self, job_id: str) -> JobRecord | None:
