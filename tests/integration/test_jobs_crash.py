@@ -10,13 +10,8 @@ dead process held must have been run again after the visibility timeout.
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -35,54 +30,19 @@ from tests.redis_server import (
 )
 
 from .jobs_fixtures import write_routes
+from .serve_process import Serve, running_serve
 
 JOBS = 30
 VISIBILITY_S = 2.0
 
 
-class Serve:
-    """One `switchyard serve` process, its output drained by a thread."""
-
-    def __init__(self, args: list[str]) -> None:
-        exe = os.path.join(sys.exec_prefix, "bin", "switchyard")
-        self.proc = subprocess.Popen([exe, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._serving = threading.Event()
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if "serving on" in line:
-                self._serving.set()
-
-    def target(self, timeout_s: float = 60.0) -> str:
-        assert self._serving.wait(timeout_s), "serve did not come up:\n" + "".join(self.lines)
-        match = re.search(r"serving on [\d.]+:(\d+)", "".join(self.lines))
-        assert match
-        return f"127.0.0.1:{match.group(1)}"
-
-    def crash(self) -> int:
-        """SIGKILL to the gateway processes (the workers) and to serve itself, as a crash of the machine would."""
-        workers = [p for p in psutil.Process(self.proc.pid).children() if "switchyard.server.workers" in p.cmdline()]
-        for worker in workers:
+def _crash(serve: Serve) -> int:
+    """SIGKILL to the gateway processes (the workers) and to serve itself, as a crash of the machine would."""
+    for worker in psutil.Process(serve.proc.pid).children():
+        if "switchyard.server.workers" in worker.cmdline():
             worker.kill()
-        return self.close(signal.SIGKILL)
-
-    def close(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._reader.join(10)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        return code
+    serve.proc.kill()
+    return serve.proc.wait(30)
 
 
 def _completions(store: str, where: str | RedisServer) -> dict[str, tuple[int, int, str]]:
@@ -122,30 +82,30 @@ def test_sigkill_mid_job_loses_nothing_and_completes_once(
     images = digits_split()[1][:JOBS]
     owner = f"crash-{uuid.uuid4().hex[:8]}"
 
-    first = Serve(args)
-    try:
-        with Client(first.target(), default_timeout=10.0) as client:
-            expected = np.asarray(client.infer("digits", {"image": images})["label"]).reshape(-1)
-            ids = [client.submit_job("digits_slow", {"image": images[i : i + 1]}, client_id=owner) for i in range(JOBS)]
-            deadline = time.monotonic() + 20
-            while True:
-                states = [j.state for j in client.list_jobs(client_id=owner, page_size=JOBS).jobs]
-                if "running" in states and "succeeded" in states:
-                    break
-                assert time.monotonic() < deadline, f"no job ran: {states}\n" + "".join(first.lines)
-                time.sleep(0.05)
-    finally:
-        assert first.crash() == -signal.SIGKILL
+    with running_serve(*args, ready_s=60.0) as first:
+        try:
+            with Client(f"127.0.0.1:{first.port}", default_timeout=10.0) as client:
+                expected = np.asarray(client.infer("digits", {"image": images})["label"]).reshape(-1)
+                ids = [
+                    client.submit_job("digits_slow", {"image": images[i : i + 1]}, client_id=owner) for i in range(JOBS)
+                ]
+                deadline = time.monotonic() + 20
+                while True:
+                    states = [j.state for j in client.list_jobs(client_id=owner, page_size=JOBS).jobs]
+                    if "running" in states and "succeeded" in states:
+                        break
+                    assert time.monotonic() < deadline, f"no job ran: {states}\n{first.log}"
+                    time.sleep(0.05)
+        finally:
+            assert _crash(first) == -signal.SIGKILL
     at_kill = {state: states.count(state) for state in set(states)}
     killed = time.monotonic()
 
-    second = Serve(args)
-    try:
-        with Client(second.target(), default_timeout=30.0) as client:
+    with running_serve(*args, ready_s=60.0) as second:
+        with Client(f"127.0.0.1:{second.port}", default_timeout=30.0) as client:
             finals = [client.wait(job_id, timeout=30) for job_id in ids]
         recovered = time.monotonic() - killed
-    finally:
-        assert second.close() == 0, "".join(second.lines)
+        assert second.stop(30) == 0, second.log
 
     assert [job.state for job in finals] == ["succeeded"] * JOBS, [(j.job_id, j.state, j.error) for j in finals]
     labels = np.array([np.asarray(job.result["label"]).item() for job in finals if job.result is not None])
