@@ -50,11 +50,8 @@ def gateway_thread(local_triton: LocalTriton) -> Iterator[GatewayThread]:
         max_message_bytes=32 * 1024 * 1024,
         health_interval_s=0.5,
     )
-    gateway = GatewayThread(settings, load_routes(BUNDLED_ROUTES))
-    try:
+    with GatewayThread(settings, load_routes(BUNDLED_ROUTES)) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 @pytest.fixture(scope="session")

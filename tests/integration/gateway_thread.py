@@ -28,6 +28,12 @@ class GatewayThread:
         self.gateway: Gateway = self.call(self._make(settings, routes))
         self.port: int = self.call(self.gateway.start())
 
+    def __enter__(self) -> GatewayThread:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     @staticmethod
     async def _make(settings: GatewaySettings, routes: RoutesFile) -> Gateway:
         return Gateway(settings, routes)

@@ -150,11 +150,8 @@ def strict_gateway(local_triton: LocalTriton, tmp_path_factory: pytest.TempPathF
     routes = tmp_path_factory.mktemp("routes") / "strict.toml"
     routes.write_text(STRICT_ROUTES)
     settings = GatewaySettings(triton_url=local_triton.grpc_url, host="127.0.0.1", port=0, metrics_port=None)
-    gateway = GatewayThread(settings, load_routes(routes))
-    try:
+    with GatewayThread(settings, load_routes(routes)) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 def test_failed_rows_are_written_with_their_error(strict_gateway: GatewayThread, tmp_path: Path) -> None:

@@ -54,11 +54,8 @@ def gateway(local_triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory)
         metrics_port=None,
         data_dir=tmp_path_factory.mktemp("jobs"),
     )
-    thread = GatewayThread(settings, load_routes(BUNDLED_ROUTES))
-    try:
+    with GatewayThread(settings, load_routes(BUNDLED_ROUTES)) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 def check_output(name: str, completed: subprocess.CompletedProcess[str], label: int) -> None:

@@ -47,11 +47,8 @@ def _settings(triton: LocalTriton, **jobs: object) -> GatewaySettings:
 def jobs_gateway(local_triton: LocalTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
     folder = tmp_path_factory.mktemp("jobs")
     settings = _settings(local_triton, jobs_db=folder / "jobs.db", jobs_concurrency=2, jobs_visibility_timeout_s=5.0)
-    gateway = GatewayThread(settings, load_routes(write_routes(folder)))
-    try:
+    with GatewayThread(settings, load_routes(write_routes(folder))) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 @pytest.fixture(scope="module")

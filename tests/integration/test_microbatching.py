@@ -52,11 +52,8 @@ batching = {{ max_delay_ms = 20.0, max_batch = 64, eager = true }}
 @pytest.fixture(scope="module")
 def gateway(local_triton: LocalTriton) -> Iterator[GatewayThread]:
     settings = GatewaySettings(triton_url=local_triton.grpc_url, host="127.0.0.1", port=0, metrics_port=None)
-    thread = GatewayThread(settings, parse_routes(ROUTES))
-    try:
+    with GatewayThread(settings, parse_routes(ROUTES)) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 def _call_all(stub: gateway_pb2_grpc.GatewayStub, route: str, x: np.ndarray) -> list[pb.InferResponse]:

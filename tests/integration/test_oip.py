@@ -412,11 +412,8 @@ batching = { max_delay_ms = 20.0, max_batch = 64 }
 @pytest.fixture(scope="module")
 def batching_gateway(local_triton: LocalTriton) -> Iterator[GatewayThread]:
     settings = GatewaySettings(triton_url=local_triton.grpc_url, host="127.0.0.1", port=0, metrics_port=None)
-    thread = GatewayThread(settings, parse_routes(BATCHING_ROUTES))
-    try:
+    with GatewayThread(settings, parse_routes(BATCHING_ROUTES)) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 def test_micro_batching_applies_to_the_front(batching_gateway: GatewayThread, local_triton: LocalTriton) -> None:
@@ -460,11 +457,8 @@ def keyed_gateway(local_triton: LocalTriton, tmp_path_factory: pytest.TempPathFa
     settings = GatewaySettings(
         triton_url=local_triton.grpc_url, host="127.0.0.1", port=0, metrics_port=None, api_keys_file=keys
     )
-    thread = GatewayThread(settings, load_routes(BUNDLED_ROUTES))
-    try:
+    with GatewayThread(settings, load_routes(BUNDLED_ROUTES)) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 def test_api_keys_authorise_routes_by_model_name(keyed_gateway: GatewayThread) -> None:

@@ -64,11 +64,8 @@ def gateway(local_triton: LocalTriton, tmp_path: Path) -> Iterator[GatewayThread
         routes_file=routes,
         api_keys_file=keys,
     )
-    thread = GatewayThread(settings, load_routes(routes))
-    try:
+    with GatewayThread(settings, load_routes(routes)) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 def _call(channel: grpc.Channel, route: str) -> pb.InferResponse:

@@ -37,11 +37,8 @@ IMAGE = np.zeros((1, 64), np.float32)
 @pytest.fixture(scope="module")
 def gateway(local_triton: LocalTriton) -> Iterator[GatewayThread]:
     settings = GatewaySettings(triton_url=local_triton.grpc_url, host="127.0.0.1", port=0, metrics_port=None)
-    thread = GatewayThread(settings, parse_routes(ROUTES))
-    try:
+    with GatewayThread(settings, parse_routes(ROUTES)) as thread:
         yield thread
-    finally:
-        thread.stop()
 
 
 def _gauge(name: str, **labels: str) -> float:

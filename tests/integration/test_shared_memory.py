@@ -76,11 +76,8 @@ def _settings(triton: LocalTriton) -> GatewaySettings:
 
 @pytest.fixture(scope="module")
 def shm_gateway(local_triton: LocalTriton) -> Iterator[GatewayThread]:
-    gateway = GatewayThread(_settings(local_triton), parse_routes(ROUTES))
-    try:
+    with GatewayThread(_settings(local_triton), parse_routes(ROUTES)) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 @pytest.fixture(scope="module")
