@@ -148,7 +148,8 @@ class SharedStream:
                     try:
                         await wake
                     finally:
-                        self._wake = None
+                        if self._wake is wake:  # not a newer stream's writer's
+                            self._wake = None
                     continue
                 await call.write(outbox.popleft())
         except Exception as error:  # AioRpcError, InvalidStateError, UsageError: the stream is over
