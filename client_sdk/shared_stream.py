@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -46,15 +47,24 @@ OpenStream = Callable[[], Any]
 
 
 class SharedStream:
-    """One ``InferStream`` carrying concurrent calls (see the module docstring); bound to one event loop."""
+    """One ``InferStream`` carrying concurrent calls (see the module docstring); bound to one event loop.
+
+    A call puts its request in the stream's outbox and waits for its answer;
+    one writer task per stream writes the outbox in order, so callers take no
+    lock and never wait for a write. The caller's deadline is a timer that
+    ends its wait (no ``asyncio.timeout`` scope per call).
+    """
 
     def __init__(self, open_stream: OpenStream) -> None:
         self._open_stream = open_stream
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[pb.StreamInferResponse]] = {}
-        self._writing = asyncio.Lock()
-        self._withdrawals: set[asyncio.Task[None]] = set()
+        self._outbox: deque[pb.InferRequest] = deque()
+        """Messages for the open stream not yet written (requests, and withdrawals of requests written before)."""
+        self._wake: asyncio.Future[None] | None = None
+        """Set while the writer waits for messages: completing it wakes the writer."""
 
     @property
     def pending(self) -> int:
@@ -73,27 +83,25 @@ class SharedStream:
         request_id = request.request_id
         if timeout is not None:
             request.timeout_ms = max(1, math.ceil(timeout * 1e3))
-        answer: asyncio.Future[pb.StreamInferResponse] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[pb.StreamInferResponse] = loop.create_future()
         self._pending[request_id] = answer
+        timer = None if timeout is None else loop.call_later(timeout, _expire, answer)
         call = None
         try:
-            async with asyncio.timeout(timeout):
-                call = self._stream()
-                async with self._writing:
-                    await call.write(request)
-                message = await answer
-        except TimeoutError:
+            call = self._stream()
+            self._send(request)
+            message = await answer
+        except _Expired:
             raise DeadlineExceeded("deadline exceeded waiting on the shared stream", request_id=request_id) from None
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as error:
-            # The write found the stream over: the reader reports why to every waiting call.
-            self._stream_ended(call)
-            raise _stream_failure(error, request_id) from error
         finally:
+            if timer is not None:
+                timer.cancel()
             if self._pending.get(request_id) is answer:
                 del self._pending[request_id]
-                # No answer came (a cancelled wait cancels the future it awaited): withdraw the request.
-                if (answer.cancelled() or not answer.done()) and call is not None and call is self._call:
-                    self._withdraw(call, request_id)
+                # No answer came (cancelled, or past the deadline): withdraw the request, written after it.
+                if call is not None and call is self._call:
+                    self._send(pb.InferRequest(request_id=request_id, cancel=True))
         which = message.WhichOneof("result")
         if which == "response":
             return message.response
@@ -103,21 +111,50 @@ class SharedStream:
 
     async def close(self) -> None:
         """Ends the stream; waiting calls get ``CANCELLED``. The next call would open a new one."""
-        call, reader = self._call, self._reader
-        self._call = self._reader = None
+        call, reader, writer = self._call, self._reader, self._writer
+        self._call = self._reader = self._writer = None
+        self._outbox.clear()
         if call is not None:
             call.cancel()
+        if writer is not None:
+            writer.cancel()
         if reader is not None:
             reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        for task in list(self._withdrawals):
-            task.cancel()
+        await asyncio.gather(*(task for task in (reader, writer) if task is not None), return_exceptions=True)
 
     def _stream(self) -> Any:
         if self._call is None:
-            self._call = self._open_stream()
-            self._reader = asyncio.create_task(self._read(self._call), name="switchyard-shared-stream")
+            call = self._call = self._open_stream()
+            self._outbox.clear()
+            self._reader = asyncio.create_task(self._read(call), name="switchyard-shared-stream")
+            self._writer = asyncio.create_task(self._write(call), name="switchyard-shared-stream-writer")
         return self._call
+
+    def _send(self, message: pb.InferRequest) -> None:
+        """Queues ``message`` for the open stream's writer."""
+        self._outbox.append(message)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _write(self, call: Any) -> None:
+        """Writes the outbox to ``call`` in order until the stream ends."""
+        outbox = self._outbox
+        loop = asyncio.get_running_loop()
+        try:
+            while call is self._call:
+                if not outbox:
+                    self._wake = wake = loop.create_future()
+                    try:
+                        await wake
+                    finally:
+                        if self._wake is wake:  # not a newer stream's writer's
+                            self._wake = None
+                    continue
+                await call.write(outbox.popleft())
+        except Exception as error:  # AioRpcError, InvalidStateError, UsageError: the stream is over
+            # Every call waiting on it learns why (the reader may tell them first).
+            self._fail_all(call, _stream_failure(error, ""))
 
     async def _read(self, call: Any) -> None:
         failure: SwitchyardError
@@ -141,6 +178,8 @@ class SharedStream:
 
     def _fail_all(self, call: Any, failure: SwitchyardError) -> None:
         """Ends every call waiting on ``call`` with ``failure``; the next call opens a new stream."""
+        if call is not self._call and call is not None and self._call is not None:
+            return  # a stream that ended before: its calls were failed then
         self._stream_ended(call)
         waiting, self._pending = self._pending, {}
         for request_id, waiter in waiting.items():
@@ -150,20 +189,21 @@ class SharedStream:
     def _stream_ended(self, call: Any) -> None:
         if call is not None and call is self._call:
             self._call = None
-            self._reader = None
+            self._reader = self._writer = None
+            self._outbox.clear()
+            wake = self._wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)  # the writer sees the stream is over and ends
             call.cancel()
 
-    def _withdraw(self, call: Any, request_id: str) -> None:
-        """Tells the gateway to drop the request (fire and forget: the caller is leaving)."""
 
-        async def send() -> None:
-            async with self._writing:
-                if call is self._call:
-                    await call.write(pb.InferRequest(request_id=request_id, cancel=True))
+class _Expired(Exception):
+    """A shared-stream call's deadline passed while it waited (raised into its wait by its timer)."""
 
-        task = asyncio.ensure_future(send())
-        self._withdrawals.add(task)
-        task.add_done_callback(_forget_withdrawal(self._withdrawals))
+
+def _expire(answer: asyncio.Future[pb.StreamInferResponse]) -> None:
+    if not answer.done():
+        answer.set_exception(_Expired())
 
 
 class SharedStreams:
@@ -200,15 +240,6 @@ class SharedStreams:
         streams, self.streams = self.streams, []
         for stream in streams:
             await stream.close()
-
-
-def _forget_withdrawal(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
-    def forget(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # a stream that ended meanwhile: nothing left to withdraw
-
-    return forget
 
 
 def _with_request_id(failure: SwitchyardError, request_id: str) -> SwitchyardError:

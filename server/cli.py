@@ -61,7 +61,7 @@ from switchyard.proxy.routes.base import build_ops
 from switchyard.proxy.routes.schema import RoutesFile, load_routes
 from switchyard.proxy.routes.table import build_routes
 from switchyard.proxy.settings import GatewaySettings
-from switchyard.server import model_commands, project_init
+from switchyard.server import heap, model_commands, project_init
 from switchyard.server.local_triton import LocalTriton, LocalTritonError, TritonInstallation
 from switchyard.server.model_sync import ModelSync, Reloads, routes_models
 from switchyard.server.preflight import check_model_repository, check_ports, check_redis, where_to_set
@@ -176,6 +176,8 @@ async def serve(args: argparse.Namespace) -> int:
             prepare = reloads.sync.sync if reloads.sync is not None else None
             gateway = Gateway(settings, routes, routes_path=routes_path, prepare_reload=prepare)
         port = await gateway.start()
+        if not isinstance(gateway, WorkerPool):
+            heap.settle()  # workers settle their own
         print(f"switchyard: serving on {settings.host}:{port}", flush=True)
         reloading = asyncio.create_task(reloads.run(gateway), name="reloads")
         for triton in tritons:

@@ -76,6 +76,7 @@ from switchyard.proxy.logs import LOG_FORMATS, LogFormat
 from switchyard.proxy.logs import configure as configure_logging
 from switchyard.proxy.reloading import ReloadOutcome, ReloadRefused
 from switchyard.proxy.settings import GatewaySettings
+from switchyard.server import heap
 from switchyard.server.processes import dying_with_parent
 
 log = logging.getLogger(__name__)
@@ -569,6 +570,7 @@ async def _serve_worker(settings_json: bytes) -> int:
     reloads: asyncio.Task[None] | None = None
     try:
         port = await gateway.start()
+        heap.settle()
         print(f"{READY} {port}", flush=True)
         reloads = asyncio.create_task(_reloads(gateway, reload_wanted), name="reloads")
         await stop.wait()

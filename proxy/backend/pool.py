@@ -298,6 +298,14 @@ class TritonPool:
         idempotent: bool = True,
     ) -> InferResult:
         """One inference on the best endpoint, failing over once to another (see the module docstring)."""
+        if len(self.endpoints) == 1:  # the common case: nothing to choose, nowhere to fail over to
+            (only,) = self.endpoints.values()
+            if not only.circuit_closed:
+                raise self._unavailable(model)
+            # It retries on itself, as the loop below would let it (alone, first try).
+            return await only.infer(
+                model, version, inputs, outputs, timeout_s=timeout_s, request_id=request_id, idempotent=idempotent
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         tried: set[str] = set()

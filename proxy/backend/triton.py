@@ -214,11 +214,53 @@ class ModelInfo:
     """Model instances Triton runs (its instance groups' counts): calls it executes at once."""
 
 
-@dataclass(frozen=True)
 class InferResult:
-    model: str
-    version: str
-    outputs: list[pb.Tensor]
+    """One call's answer: the model and version that answered and their outputs.
+
+    A result made from Triton's reply keeps the reply and builds the
+    :class:`pb.Tensor` list only when asked for it (:attr:`outputs`):
+    :meth:`add_outputs_to` writes the reply's tensors straight into a
+    response, so a route without post-processing copies Triton's raw output
+    bytes once, into the message it answers with.
+    """
+
+    __slots__ = ("_outputs", "_reply", "model", "version")
+
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        outputs: list[pb.Tensor] | None = None,
+        *,
+        reply: service_pb2.ModelInferResponse | None = None,
+    ) -> None:
+        if (outputs is None) == (reply is None):
+            raise ValueError("an InferResult holds either outputs or Triton's reply")
+        self.model = model
+        self.version = version
+        self._outputs = outputs
+        self._reply = reply
+
+    @property
+    def outputs(self) -> list[pb.Tensor]:
+        if self._outputs is None:
+            reply = self._reply
+            assert reply is not None
+            self._outputs = [
+                pb.Tensor(name=out.name, datatype=out.datatype, shape=out.shape, raw_data=raw)
+                for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
+            ]
+        return self._outputs
+
+    def add_outputs_to(self, target: Any) -> None:
+        """Appends the outputs to ``target``, a repeated ``Tensor`` field (``InferResponse.outputs``)."""
+        reply = self._reply
+        if reply is None or self._outputs is not None:
+            target.extend(self.outputs)
+            return
+        add = target.add
+        for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True):
+            add(name=out.name, datatype=out.datatype, shape=out.shape, raw_data=raw)
 
 
 class InferBackend(Protocol):
@@ -237,6 +279,28 @@ class InferBackend(Protocol):
     ) -> InferResult: ...
 
     async def model_info(self, name: str, *, timeout_s: float) -> ModelInfo: ...
+
+
+def _message_request(
+    model: str,
+    version: str,
+    request_id: str,
+    inputs: Sequence[TensorLike],
+    raws: Sequence[bytes | None],
+    outputs: Sequence[str],
+) -> service_pb2.ModelInferRequest:
+    """The ModelInferRequest whose inputs all travel in the message (``raws``: their bytes, in order)."""
+    request = service_pb2.ModelInferRequest(
+        model_name=model, model_version=version, id=request_id, raw_input_contents=raws
+    )
+    add = request.inputs.add
+    for tensor in inputs:
+        add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+    if outputs:
+        add_output = request.outputs.add
+        for name in outputs:
+            add_output(name=name)
+    return request
 
 
 class TritonBackend:
@@ -539,7 +603,10 @@ class TritonBackend:
         slots: list[tuple[SlotPool, int]] = []  # the shared-memory slots this call holds
         in_flight = uncertain = False  # whether an attempt that used them may still be queued in Triton
         try:
-            request, slots = await self._infer_request(model, version, request_id, inputs, raws, outputs, deadline)
+            if self.shared_memory is None and self.cuda_shared_memory is None and None not in raws:
+                request = _message_request(model, version, request_id, inputs, raws, outputs)  # no await
+            else:
+                request, slots = await self._infer_request(model, version, request_id, inputs, raws, outputs, deadline)
             retried = reregistered = False
             while True:
                 remaining = deadline - loop.time()
@@ -593,11 +660,12 @@ class TritonBackend:
             keep_out = in_flight or uncertain
             for pool, offset in slots:
                 (pool.quarantine if keep_out else pool.release)(offset)
-        tensors = [
-            pb.Tensor(name=out.name, datatype=out.datatype, shape=out.shape, raw_data=raw)
-            for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
-        ]
-        return InferResult(model=reply.model_name, version=reply.model_version, outputs=tensors)
+        if len(reply.outputs) != len(reply.raw_output_contents):  # unexpected: an internal error
+            raise ValueError(
+                f"model {model!r} answered {len(reply.outputs)} outputs and "
+                f"{len(reply.raw_output_contents)} raw output contents"
+            )
+        return InferResult(reply.model_name, reply.model_version, reply=reply)
 
     async def _infer_request(
         self,

@@ -42,7 +42,7 @@ async def pipelined(
 
     async def one(request: RequestT) -> None:
         try:
-            await results.put(await answer(request))
+            results.put_nowait(await answer(request))  # the queue is unbounded: no wait, no coroutine
         finally:
             slots.release()
 
@@ -72,7 +72,7 @@ async def pipelined(
                     if isinstance(outcome, Exception):
                         raise outcome
         finally:
-            await results.put(None)
+            results.put_nowait(None)
 
     reader = asyncio.create_task(read())
     try:

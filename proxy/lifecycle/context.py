@@ -10,9 +10,9 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any
 
 from switchyard.proxy import metrics, tracing
 
@@ -39,22 +39,34 @@ def new_request_id() -> str:
     return f"{_prefix}{next(_counter):016x}"
 
 
-@dataclass
 class CallContext:
-    request_id: str
-    route: str
-    deadline: float
-    """``time.monotonic()`` value after which the call has failed."""
-    stages: dict[str, float] = field(default_factory=dict)
-    spans: list[tuple[str, float, float]] = field(default_factory=list)
-    """(stage name, start, end) in ``time.monotonic()`` seconds, in the order they ended."""
-    started: float = field(default_factory=time.monotonic)
+    """One request's id, route, deadline and stage timings, handed down the route to every stage and backend call."""
+
+    __slots__ = ("deadline", "request_id", "route", "spans", "stages", "started")
+
+    def __init__(
+        self,
+        request_id: str,
+        route: str,
+        deadline: float,
+        stages: dict[str, float] | None = None,
+        spans: list[tuple[str, float, float]] | None = None,
+        started: float | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.route = route
+        self.deadline = deadline
+        """``time.monotonic()`` value after which the call has failed."""
+        self.stages: dict[str, float] = {} if stages is None else stages
+        self.spans: list[tuple[str, float, float]] = [] if spans is None else spans
+        """(stage name, start, end) in ``time.monotonic()`` seconds, in the order they ended."""
+        self.started = time.monotonic() if started is None else started
 
     @classmethod
     def start(cls, request_id: str, route: str, timeout_s: float, *, started: float | None = None) -> CallContext:
         """A call of ``route`` begun at ``started`` (``time.monotonic()``; default: now) with ``timeout_s`` to run."""
         began = time.monotonic() if started is None else started
-        return cls(request_id=request_id or new_request_id(), route=route, deadline=began + timeout_s, started=began)
+        return cls(request_id or new_request_id(), route, began + timeout_s, started=began)
 
     def child(self, timeout_s: float | None) -> CallContext:
         """The same call with a deadline no later than ``timeout_s`` from now (a branch's own timeout)."""
@@ -63,27 +75,47 @@ class CallContext:
 
     def timing_header(self) -> str:
         """The spans as a Server-Timing style value: ``name;start=ms;dur=ms`` joined by commas."""
+        started = self.started
         return ", ".join(
-            f"{name};start={(begin - self.started) * 1e3:.3f};dur={(end - begin) * 1e3:.3f}"
+            f"{name};start={(begin - started) * 1e3:.3f};dur={(end - begin) * 1e3:.3f}"
             for name, begin, end in self.spans
         )
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """Times a stage (pre, infer, post) into the per-route stage histogram."""
-        started = time.monotonic()
+    def stage(self, name: str) -> _Stage:
+        """Times a stage (pre, infer, post) into the per-route stage histogram (a context manager)."""
+        return _Stage(self, name)
+
+
+class _Stage:
+    """One stage's timing (see :meth:`CallContext.stage`); a plain object, not a generator: it runs on every call."""
+
+    __slots__ = ("_ctx", "_name", "_span", "_started")
+
+    def __init__(self, ctx: CallContext, name: str) -> None:
+        self._ctx = ctx
+        self._name = name
+        self._span: AbstractContextManager[Any] | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.monotonic()
+        if tracing.tracer is not None:  # the common case (off) opens not even a no-op context manager
+            span = tracing.span(self._name)
+            span.__enter__()
+            self._span = span
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
-            if tracing.tracer is None:  # the common case: not even a no-op context manager
-                yield
-            else:
-                with tracing.span(name):
-                    yield
+            if self._span is not None:
+                self._span.__exit__(kind, exc, tb)
         finally:
             ended = time.monotonic()
+            started = self._started
             elapsed = ended - started
-            self.stages[name] = self.stages.get(name, 0.0) + elapsed
-            self.spans.append((name, started, ended))
-            metrics.stage_latency(self.route, name).observe(elapsed)
+            ctx, name = self._ctx, self._name
+            ctx.stages[name] = ctx.stages.get(name, 0.0) + elapsed
+            ctx.spans.append((name, started, ended))
+            metrics.stage_latency(ctx.route, name).observe(elapsed)

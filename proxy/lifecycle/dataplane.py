@@ -40,11 +40,18 @@ from switchyard.proxy import metrics, tracing
 from switchyard.proxy.cache import Cache
 from switchyard.proxy.cache.prediction import PredictionCache
 from switchyard.proxy.client_text import escaped
-from switchyard.proxy.errors import BackendUnavailable, DeadlineExceeded, GatewayError, InvalidInput, internal_error
+from switchyard.proxy.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    GatewayError,
+    InvalidInput,
+    RouteNotFound,
+    internal_error,
+)
 from switchyard.proxy.lifecycle.admission import Admission, Shed
 from switchyard.proxy.lifecycle.context import CallContext, new_request_id
 from switchyard.proxy.lifecycle.deadlines import DEADLINE_SLACK_S, call_timeout, own_timeout
-from switchyard.proxy.lifecycle.validation import MAX_REQUEST_ID_LENGTH, check_request
+from switchyard.proxy.lifecycle.validation import MAX_REQUEST_ID_LENGTH, RequestChecker
 from switchyard.proxy.logs import request_fields
 from switchyard.proxy.routes.base import Route
 from switchyard.proxy.routes.progressive import ProgressiveRoute
@@ -91,11 +98,14 @@ class StageAnswer:
 class _Call:
     """One request's bookkeeping: its label, its admission slot, its metrics and the mapping of its failure."""
 
-    __slots__ = ("_plane", "code", "label", "request_id", "started")
+    __slots__ = ("_plane", "code", "label", "request_id", "route", "started")
 
     def __init__(self, plane: DataPlane, request: pb.InferRequest) -> None:
         self._plane = plane
-        self.label = request.route if request.route in plane.routes else UNKNOWN_ROUTE
+        name = request.route
+        self.route = plane.routes.find(name)
+        """The route the request names; None when no route of that name is served."""
+        self.label = UNKNOWN_ROUTE if self.route is None else name
         self.started = time.monotonic()
         self.code = grpc.StatusCode.OK
         self.request_id = request.request_id or new_request_id()
@@ -106,8 +116,7 @@ class _Call:
         Called before validation: a shed request costs a dictionary lookup.
         An admitted call must be ended with :meth:`end`.
         """
-        routes = self._plane.routes
-        limit = routes.get(self.label).description.max_inflight if self.label in routes else None
+        limit = self.route.description.max_inflight if self.route is not None else None
         try:
             self._plane.admission.admit(self.label, limit)
         except Shed as exc:
@@ -183,10 +192,20 @@ class DataPlane:
         self.admission = Admission(settings.max_inflight)
         self.on_backend_down = on_backend_down
         self._answers = PredictionCache(cache, op_timeout_s=settings.cache_op_timeout_s)
+        self._checkers: dict[str, tuple[Route, RequestChecker]] = {}
 
     def validate(self, request: pb.InferRequest) -> None:
         """Checks ``request`` as :meth:`infer` does before any backend call; raises RouteNotFound or InvalidInput."""
-        _check(request, self.routes.get(request.route))
+        self._check(request, self.routes.get(request.route))
+
+    def _check(self, request: pb.InferRequest, route: Route) -> None:
+        """Validates ``request`` for ``route`` with the route's checker, made once per route object."""
+        known = self._checkers.get(route.name)
+        if known is None or known[0] is not route:
+            known = self._checkers[route.name] = (route, _checker(route))
+        if request.cancel:
+            raise InvalidInput("cancel", "withdraws a request on InferStream only; this call has nothing to withdraw")
+        known[1].check(request)
 
     async def infer(self, request: pb.InferRequest, client_remaining: float | None) -> Answer:
         """Runs ``request``; ``client_remaining`` is the caller's time left in seconds (None: the default)."""
@@ -196,15 +215,20 @@ class DataPlane:
             if shed is not None:
                 return Answer(None, shed)
             try:
-                route = self.routes.get(request.route)
+                route = call.route
+                if route is None:
+                    raise RouteNotFound(request.route)
                 ctx = call.context(route, request, client_remaining)
                 if tracing.tracer is None:
-                    _check(request, route)
+                    self._check(request, route)
                 else:
                     with tracing.span("validate"):
-                        _check(request, route)
+                        self._check(request, route)
                 if route.bounded_by_backend and not route.coalesce:
-                    response = await self._answers.answer(route, request, ctx)
+                    if route.cache_ttl_s is None:  # nothing for the prediction cache to do
+                        response = await route.infer(request, ctx)
+                    else:
+                        response = await self._answers.answer(route, request, ctx)
                 else:
                     bound = asyncio.timeout(max(ctx.remaining(), 0.0) + DEADLINE_SLACK_S)
                     try:
@@ -250,7 +274,7 @@ class DataPlane:
             failure: GatewayError | None = None
             try:
                 ctx = call.context(route, request, client_remaining)
-                _check(request, route)
+                self._check(request, route)
                 async with asyncio.timeout(max(ctx.remaining(), 0.0)):
                     async for index, outcome, final in route.answers(request, ctx):
                         stage = route.stages[index].name
@@ -282,12 +306,9 @@ class DataPlane:
         await self._answers.close()
 
 
-def _check(request: pb.InferRequest, route: Route) -> None:
-    if request.cancel:
-        raise InvalidInput("cancel", "withdraws a request on InferStream only; this call has nothing to withdraw")
+def _checker(route: Route) -> RequestChecker:
     description = route.description
-    check_request(
-        request,
+    return RequestChecker(
         description.inputs,
         description.outputs,
         models=description.model_names,

@@ -9,6 +9,7 @@ floats (``allow_non_finite = false``). Every failure is an
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -42,33 +43,136 @@ def check_request(
     With ``allow_non_finite=False``, FP16/FP32/FP64 inputs holding NaN or
     +-Inf are refused, naming the input and the first such element.
     """
-    request_id = request.request_id
-    if request_id and not (
-        len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isascii() and request_id.isprintable()
-    ):
-        _check_request_id(request_id)
-    if len(request.data_key) > MAX_REQUEST_ID_LENGTH:
-        raise InvalidInput("data_key", f"is {len(request.data_key)} characters long, at most {MAX_REQUEST_ID_LENGTH}")
-    # Each read of a protobuf bytes field copies it (upb): read every payload once.
-    payloads = [t.raw_data for t in request.inputs]
-    total = sum(map(len, payloads))
-    if total > max_request_bytes:
-        raise InvalidInput("inputs", f"carry {total} bytes, this route accepts at most {max_request_bytes}")
-    _check_inputs(request.inputs, payloads, inputs, max_batch_size)
-    if not allow_non_finite:
-        for tensor, payload in zip(request.inputs, payloads, strict=True):
-            _check_finite(tensor, payload)
-    known_outputs = {spec.name for spec in outputs}
-    seen: set[str] = set()
-    for i, name in enumerate(request.outputs):
-        if name not in known_outputs:
-            raise InvalidInput(
-                f"outputs[{i}]", f"unknown output {shown(name)} (route outputs: {', '.join(sorted(known_outputs))})"
+    RequestChecker(
+        inputs,
+        outputs,
+        models=models,
+        max_batch_size=max_batch_size,
+        max_request_bytes=max_request_bytes,
+        allow_non_finite=allow_non_finite,
+    ).check(request)
+
+
+class RequestChecker:
+    """:func:`check_request` for one route, with what it derives from the route's specs worked out once."""
+
+    __slots__ = (
+        "_allow_non_finite",
+        "_by_name",
+        "_known_outputs",
+        "_max_batch_size",
+        "_max_request_bytes",
+        "_models",
+    )
+
+    def __init__(
+        self,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[TensorSpec],
+        *,
+        models: Sequence[str],
+        max_batch_size: int,
+        max_request_bytes: int,
+        allow_non_finite: bool = True,
+    ) -> None:
+        # name -> (spec, rank, its fixed dimensions as (axis, size), bytes per element; 0: BYTES)
+        self._by_name: dict[str, tuple[TensorSpec, int, tuple[tuple[int, int], ...], int]] = {
+            spec.name: (
+                spec,
+                len(spec.shape),
+                tuple((axis, want) for axis, want in enumerate(spec.shape) if want != -1),
+                itemsize(spec.datatype) if spec.datatype in DATATYPES else 0,
             )
-        if name in seen:
-            raise InvalidInput(f"outputs[{i}]", f"output {name!r} is requested twice")
-        seen.add(name)
-    _check_versions(request.model_versions, models)
+            for spec in inputs
+        }
+        self._known_outputs = frozenset(spec.name for spec in outputs)
+        self._models = tuple(models)
+        self._max_batch_size = max_batch_size
+        self._max_request_bytes = max_request_bytes
+        self._allow_non_finite = allow_non_finite
+
+    def check(self, request: pb.InferRequest) -> None:
+        """Raises InvalidInput for the first problem found in ``request`` (see :func:`check_request`)."""
+        request_id = request.request_id
+        if request_id and not (
+            len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isascii() and request_id.isprintable()
+        ):
+            _check_request_id(request_id)
+        data_key = request.data_key
+        if len(data_key) > MAX_REQUEST_ID_LENGTH:
+            raise InvalidInput("data_key", f"is {len(data_key)} characters long, at most {MAX_REQUEST_ID_LENGTH}")
+        tensors = request.inputs
+        # Each read of a protobuf bytes field copies it (upb): read every payload once.
+        payloads = [t.raw_data for t in tensors]
+        total = sum(map(len, payloads))
+        if total > self._max_request_bytes:
+            raise InvalidInput("inputs", f"carry {total} bytes, this route accepts at most {self._max_request_bytes}")
+        self._check_inputs(tensors, payloads)
+        if not self._allow_non_finite:
+            for tensor, payload in zip(tensors, payloads, strict=True):
+                _check_finite(tensor, payload)
+        names = request.outputs
+        if names:
+            known_outputs = self._known_outputs
+            seen: set[str] = set()
+            for i, name in enumerate(names):
+                if name not in known_outputs:
+                    raise InvalidInput(
+                        f"outputs[{i}]",
+                        f"unknown output {shown(name)} (route outputs: {', '.join(sorted(known_outputs))})",
+                    )
+                if name in seen:
+                    raise InvalidInput(f"outputs[{i}]", f"output {name!r} is requested twice")
+                seen.add(name)
+        pins = request.model_versions
+        if pins:
+            _check_versions(pins, self._models)
+
+    def _check_inputs(self, tensors: Sequence[pb.Tensor], payloads: Sequence[bytes]) -> None:
+        by_name = self._by_name
+        max_batch_size = self._max_batch_size
+        seen: set[str] = set()
+        batch: int | None = None
+        batch_from = ""
+        for tensor, payload in zip(tensors, payloads, strict=True):
+            name = tensor.name
+            known = by_name.get(name)
+            if known is None:
+                field = f"inputs[{escaped(name, MAX_SHOWN)}]" if name else "inputs[]"
+                raise InvalidInput(
+                    f"{field}.name", f"unknown input {shown(name)} (route inputs: {', '.join(sorted(by_name))})"
+                )
+            if name in seen:
+                raise InvalidInput(f"inputs[{name}].name", "input is given twice")
+            seen.add(name)
+            spec, rank, fixed, size = known
+            shape = tuple(tensor.shape)
+            fits = tensor.datatype == spec.datatype and len(shape) == rank and (not shape or min(shape) >= 0)
+            if fits:
+                for axis, want in fixed:
+                    if shape[axis] != want:
+                        fits = False
+                        break
+            if not fits:
+                _check_shape(tensor, spec, f"inputs[{name}]")  # raises, naming the problem
+            if max_batch_size > 0:
+                rows = int(shape[0])
+                if rows == 0:
+                    raise InvalidInput(f"inputs[{name}].shape[0]", "batch is empty")
+                if rows > max_batch_size:
+                    raise InvalidInput(
+                        f"inputs[{name}].shape[0]", f"batch of {rows} exceeds this route's maximum of {max_batch_size}"
+                    )
+                if batch is not None and rows != batch:
+                    raise InvalidInput(
+                        f"inputs[{name}].shape[0]", f"batch of {rows} differs from {batch_from}'s batch of {batch}"
+                    )
+                batch, batch_from = rows, f"inputs[{name}]"
+            if size == 0 or len(payload) != math.prod(shape) * size:
+                _check_bytes(tensor, payload, f"inputs[{name}]")  # BYTES, or a wrong length: raises if bad
+        if len(seen) != len(by_name):
+            missing = [name for name in by_name if name not in seen]
+            raise InvalidInput(f"inputs[{missing[0]}]", "required input is missing")
 
 
 def _check_request_id(request_id: str) -> None:
@@ -92,42 +196,6 @@ def _check_versions(pins: Mapping[str, str], models: Sequence[str]) -> None:
             )
         if not _VERSION.match(version):
             raise InvalidInput(f"model_versions[{model}]", f"version must be a positive integer, got {shown(version)}")
-
-
-def _check_inputs(
-    tensors: Sequence[pb.Tensor], payloads: Sequence[bytes], specs: Sequence[TensorSpec], max_batch_size: int
-) -> None:
-    by_name = {spec.name: spec for spec in specs}
-    seen: set[str] = set()
-    batch: int | None = None
-    batch_from = ""
-    for tensor, payload in zip(tensors, payloads, strict=True):
-        spec = by_name.get(tensor.name)
-        if spec is None:
-            field = f"inputs[{escaped(tensor.name, MAX_SHOWN)}]" if tensor.name else "inputs[]"
-            raise InvalidInput(
-                f"{field}.name", f"unknown input {shown(tensor.name)} (route inputs: {', '.join(sorted(by_name))})"
-            )
-        field = f"inputs[{tensor.name}]"
-        if tensor.name in seen:
-            raise InvalidInput(f"{field}.name", "input is given twice")
-        seen.add(tensor.name)
-        _check_shape(tensor, spec, field)
-        if max_batch_size > 0:
-            size = int(tensor.shape[0])
-            if size == 0:
-                raise InvalidInput(f"{field}.shape[0]", "batch is empty")
-            if size > max_batch_size:
-                raise InvalidInput(
-                    f"{field}.shape[0]", f"batch of {size} exceeds this route's maximum of {max_batch_size}"
-                )
-            if batch is not None and size != batch:
-                raise InvalidInput(f"{field}.shape[0]", f"batch of {size} differs from {batch_from}'s batch of {batch}")
-            batch, batch_from = size, field
-        _check_bytes(tensor, payload, field)
-    missing = [name for name in by_name if name not in seen]
-    if missing:
-        raise InvalidInput(f"inputs[{missing[0]}]", "required input is missing")
 
 
 def _check_shape(tensor: pb.Tensor, spec: TensorSpec, field: str) -> None:

@@ -97,16 +97,21 @@ class SingleModelRoute(Route):
         inputs: Sequence[TensorLike] = request.inputs
         if self._prepare is not None:
             inputs = await self._prepare.run(request, ctx)
-        wanted = list(request.outputs) or self._output_names
         # Post-ops may need any model output; without them ask Triton for exactly what the client wants
         # (nothing named: every output, in the model's order, as the route describes them).
-        asked = [] if self._post else list(request.outputs)
+        named = request.outputs
+        asked = list(named) if named and not self._post else []
         with ctx.stage("infer"):
-            outputs, models = await self.step.call(self._model, inputs, asked, request, ctx)
+            result = await self.step.infer(self._model, inputs, asked, request, ctx)
+        response = pb.InferResponse(route=self.name, request_id=ctx.request_id)
         if self._post:
             with ctx.stage("post"):
-                outputs = await run_ops(self._post, outputs, wanted)
-        return pb.InferResponse(route=self.name, request_id=ctx.request_id, outputs=outputs, models=models)
+                wanted = list(named) or self._output_names
+                response.outputs.extend(await run_ops(self._post, result.outputs, wanted))
+        else:
+            result.add_outputs_to(response.outputs)  # Triton's bytes, copied once
+        response.models.add(name=result.model, version=result.version)
+        return response
 
 
 def _check_produces(model: ModelInfo, produced: Mapping[str, TensorSpec], where: str) -> None:

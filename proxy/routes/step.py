@@ -8,7 +8,7 @@ outputs as they join the working set and runs its own post ops.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchyard.proxy.backend.batching import MicroBatcher
-from switchyard.proxy.backend.triton import InferBackend, ModelInfo
+from switchyard.proxy.backend.triton import InferBackend, InferResult, ModelInfo
 from switchyard.proxy.errors import BackendError, ConfigError
 from switchyard.proxy.lifecycle.context import CallContext
 from switchyard.proxy.ops import Op
@@ -176,16 +176,24 @@ class ModelStep:
 
         ``outputs`` names the outputs wanted (empty: all of them).
         """
-        version = request.model_versions.get(model, self._version)
+        result = await self.infer(model, inputs, outputs, request, ctx)
+        return result.outputs, [pb.ModelRef(name=result.model, version=result.version)]
+
+    def infer(
+        self,
+        model: str,
+        inputs: Sequence[TensorLike],
+        outputs: Sequence[str],
+        request: pb.InferRequest,
+        ctx: CallContext,
+    ) -> Awaitable[InferResult]:
+        """:meth:`call`'s answer as the backend gives it: the backend's (or batcher's) coroutine, to await."""
+        version = request.model_versions.get(model, self._version) if request.model_versions else self._version
         if self._batcher is None:
-            result = await self._backend.infer(
+            return self._backend.infer(
                 model, version, inputs, outputs, timeout_s=ctx.remaining(), request_id=ctx.request_id
             )
-        else:
-            result = await self._batcher.infer(
-                version, inputs, outputs, deadline=ctx.deadline, request_id=ctx.request_id
-            )
-        return result.outputs, [pb.ModelRef(name=result.model, version=result.version)]
+        return self._batcher.infer(version, inputs, outputs, deadline=ctx.deadline, request_id=ctx.request_id)
 
     async def _call(
         self, model: str, inputs: list[pb.Tensor], request: pb.InferRequest, ctx: CallContext

@@ -50,6 +50,10 @@ class RouteTable:
         except KeyError:
             raise RouteNotFound(name) from None
 
+    def find(self, name: str) -> Route | None:
+        """The route named ``name``, or None."""
+        return self._routes.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._routes
 
