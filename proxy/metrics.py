@@ -177,24 +177,29 @@ async def flush_every(interval_s: float = FLUSH_S) -> None:
         flush()
 
 
-@functools.cache
-def in_flight(route: str) -> Gauge:
-    return hot(IN_FLIGHT.labels(route))
+class RouteMetrics:
+    """One route's request metrics, bound once: a call updates them without looking its labels up."""
+
+    __slots__ = ("_requests", "in_flight", "latency", "route", "rows")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.in_flight: Gauge = hot(IN_FLIGHT.labels(route))
+        self.latency: Histogram = hot(LATENCY.labels(route))
+        self.rows: Counter = hot(ROWS.labels(route))
+        self._requests: dict[str, Counter] = {}
+
+    def requests(self, code: str) -> Counter:
+        """The route's request counter for status ``code`` (its name, e.g. ``"OK"``)."""
+        counter = self._requests.get(code)
+        if counter is None:
+            counter = self._requests[code] = hot(REQUESTS.labels(self.route, code))
+        return counter
 
 
 @functools.cache
-def latency(route: str) -> Histogram:
-    return hot(LATENCY.labels(route))
-
-
-@functools.cache
-def requests(route: str, code: str) -> Counter:
-    return hot(REQUESTS.labels(route, code))
-
-
-@functools.cache
-def rows(route: str) -> Counter:
-    return hot(ROWS.labels(route))
+def route_metrics(route: str) -> RouteMetrics:
+    return RouteMetrics(route)
 
 
 @functools.cache

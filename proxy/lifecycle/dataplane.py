@@ -98,7 +98,7 @@ class StageAnswer:
 class _Call:
     """One request's bookkeeping: its label, its admission slot, its metrics and the mapping of its failure."""
 
-    __slots__ = ("_plane", "code", "label", "request_id", "route", "started")
+    __slots__ = ("_plane", "code", "label", "metrics", "request_id", "route", "started")
 
     def __init__(self, plane: DataPlane, request: pb.InferRequest) -> None:
         self._plane = plane
@@ -106,6 +106,7 @@ class _Call:
         self.route = plane.routes.find(name)
         """The route the request names; None when no route of that name is served."""
         self.label = UNKNOWN_ROUTE if self.route is None else name
+        self.metrics = metrics.route_metrics(self.label)
         self.started = time.monotonic()
         self.code = grpc.StatusCode.OK
         self.request_id = request.request_id or new_request_id()
@@ -121,11 +122,11 @@ class _Call:
             self._plane.admission.admit(self.label, limit)
         except Shed as exc:
             metrics.SHED.labels(self.label, exc.reason).inc()
-            metrics.requests(self.label, exc.code.name).inc()
-            metrics.latency(self.label).observe(time.monotonic() - self.started)
+            self.metrics.requests(exc.code.name).inc()
+            self.metrics.latency.observe(time.monotonic() - self.started)
             log.debug("request on route %s shed: %s", self.label, exc.message)
             return exc
-        metrics.in_flight(self.label).inc()
+        self.metrics.in_flight.inc()
         return None
 
     def context(self, route: Route, request: pb.InferRequest, client_remaining: float | None) -> CallContext:
@@ -165,15 +166,16 @@ class _Call:
         """Gives the admission slot back and records the outcome."""
         label = self.label
         self._plane.admission.release(label)
-        metrics.in_flight(label).dec()
-        metrics.requests(label, self.code.name).inc()
-        metrics.latency(label).observe(time.monotonic() - self.started)
+        bound = self.metrics
+        bound.in_flight.dec()
+        bound.requests(self.code.name).inc()
+        bound.latency.observe(time.monotonic() - self.started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request %s on route %s: %s", self.request_id, label, self.code.name, extra=self._fields())
         if tracing.tracer is not None:
             tracing.call_ended(self.code.name)
         if self.code is grpc.StatusCode.OK and request.inputs and request.inputs[0].shape:
-            metrics.rows(label).inc(request.inputs[0].shape[0])
+            bound.rows.inc(request.inputs[0].shape[0])
 
 
 class DataPlane:

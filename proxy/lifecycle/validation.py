@@ -28,33 +28,13 @@ MAX_REQUEST_ID_LENGTH = 128
 _FLOATS: dict[str, np.dtype[Any]] = {"FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
 
-def check_request(
-    request: pb.InferRequest,
-    inputs: Sequence[TensorSpec],
-    outputs: Sequence[TensorSpec],
-    *,
-    models: Sequence[str],
-    max_batch_size: int,
-    max_request_bytes: int,
-    allow_non_finite: bool = True,
-) -> None:
-    """Raises InvalidInput for the first problem found in ``request``.
+class RequestChecker:
+    """Checks requests for one route, with what it derives from the route's specs worked out once.
 
+    :meth:`check` raises InvalidInput for the first problem found in a request.
     With ``allow_non_finite=False``, FP16/FP32/FP64 inputs holding NaN or
     +-Inf are refused, naming the input and the first such element.
     """
-    RequestChecker(
-        inputs,
-        outputs,
-        models=models,
-        max_batch_size=max_batch_size,
-        max_request_bytes=max_request_bytes,
-        allow_non_finite=allow_non_finite,
-    ).check(request)
-
-
-class RequestChecker:
-    """:func:`check_request` for one route, with what it derives from the route's specs worked out once."""
 
     __slots__ = (
         "_allow_non_finite",
@@ -92,7 +72,7 @@ class RequestChecker:
         self._allow_non_finite = allow_non_finite
 
     def check(self, request: pb.InferRequest) -> None:
-        """Raises InvalidInput for the first problem found in ``request`` (see :func:`check_request`)."""
+        """Raises InvalidInput for the first problem found in ``request`` (see the class docstring)."""
         request_id = request.request_id
         if request_id and not (
             len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isascii() and request_id.isprintable()

@@ -164,21 +164,6 @@ class ModelStep:
             merged = {t.name: t for t in await run_ops(self._post, list(merged.values()), keep)}
         return merged, refs
 
-    async def call(
-        self,
-        model: str,
-        inputs: Sequence[TensorLike],
-        outputs: Sequence[str],
-        request: pb.InferRequest,
-        ctx: CallContext,
-    ) -> tuple[list[pb.Tensor], list[pb.ModelRef]]:
-        """One call of ``model`` (through the micro-batcher, if any) at the version the request pins or the step's.
-
-        ``outputs`` names the outputs wanted (empty: all of them).
-        """
-        result = await self.infer(model, inputs, outputs, request, ctx)
-        return result.outputs, [pb.ModelRef(name=result.model, version=result.version)]
-
     def infer(
         self,
         model: str,
@@ -187,7 +172,11 @@ class ModelStep:
         request: pb.InferRequest,
         ctx: CallContext,
     ) -> Awaitable[InferResult]:
-        """:meth:`call`'s answer as the backend gives it: the backend's (or batcher's) coroutine, to await."""
+        """One call of ``model`` (through the micro-batcher, if any) at the version the request pins or the step's.
+
+        ``outputs`` names the outputs wanted (empty: all of them). Returns the
+        backend's (or batcher's) coroutine, to await.
+        """
         version = request.model_versions.get(model, self._version) if request.model_versions else self._version
         if self._batcher is None:
             return self._backend.infer(
@@ -198,7 +187,8 @@ class ModelStep:
     async def _call(
         self, model: str, inputs: list[pb.Tensor], request: pb.InferRequest, ctx: CallContext
     ) -> tuple[list[pb.Tensor], list[pb.ModelRef]]:
-        return await self.call(model, inputs, list(self.rename), request, ctx)
+        result = await self.infer(model, inputs, list(self.rename), request, ctx)
+        return result.outputs, [pb.ModelRef(name=result.model, version=result.version)]
 
     async def _call_selected(
         self, working: Tensors, inputs: list[pb.Tensor], request: pb.InferRequest, ctx: CallContext

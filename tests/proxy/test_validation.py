@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pytest
 
 from switchyard.proxy.errors import InvalidInput
-from switchyard.proxy.lifecycle.validation import check_request
+from switchyard.proxy.lifecycle.validation import RequestChecker
 from switchyard.proxy.tensor_spec import TensorSpec
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1.tensors import from_numpy
 
 INPUTS = (TensorSpec("image", "FP32", (-1, 64)), TensorSpec("mask", "BYTES", (-1,)))
 OUTPUTS = (TensorSpec("label", "INT64", (-1,)), TensorSpec("probabilities", "FP32", (-1, 10)))
+
+
+def check_request(request: pb.InferRequest, *specs: Sequence[TensorSpec], **route: Any) -> None:
+    """One request through a route's checker (what the data plane makes once per route)."""
+    RequestChecker(*specs, **route).check(request)
 
 
 def good(batch: int = 2) -> pb.InferRequest:
