@@ -35,6 +35,11 @@ whichever comes first (Nagle-style: batches form only under load).
 merged calls of its queue are in flight, and flushes the queue as soon as a
 return leaves fewer than N: with a model served by N instances, requests at
 moderate load then pay no delay while an instance is free.
+``light_rows = R`` (the default route's, not a routes-file option) also sends
+a request at once while the rows of its queue in flight and waiting, with it,
+are at most R: under that light a load Triton's own queue is at most R rows
+deep, so holding a request back would leave an instance idle for the round
+trip and could not fill a batch; past it requests merge as above.
 
 Bounds: a queue never holds more than ``max_batch`` rows (it is flushed when
 the next request would not fit), and at most ``max_queued_rows`` rows wait in
@@ -97,6 +102,8 @@ class MicroBatcher:
     eager: bool = False
     """Send at once while fewer than ``eager_calls`` merged calls of the queue are in flight."""
     eager_calls: int = 1
+    light_rows: int = 0
+    """With ``eager``, send at once while the queue's rows in flight and waiting (the new one too) are at most this."""
 
     def __post_init__(self) -> None:
         at_least("max_batch", self.max_batch, 1)
@@ -107,6 +114,7 @@ class MicroBatcher:
         self._queued_rows = 0
         self._sending: set[asyncio.Task[None]] = set()
         self._inflight: dict[BatchKey, int] = {}
+        self._inflight_rows: dict[BatchKey, int] = {}
 
     @property
     def queued_rows(self) -> int:
@@ -149,7 +157,7 @@ class MicroBatcher:
         queue.members.append(member)
         queue.rows += rows
         self._queued_rows += rows
-        if queue.rows >= self.max_batch or (self.eager and self._inflight.get(key, 0) < self.eager_calls):
+        if queue.rows >= self.max_batch or (self.eager and self._goes_now(key, queue)):
             self._flush(key)
         else:
             # The first member starts the delay; any member may bring the flush forward to its deadline.
@@ -162,6 +170,13 @@ class MicroBatcher:
                 queue.timer = loop.call_later(max(0.0, flush_at - time.monotonic()), self._flush, key)
         # Cancelling this await cancels only this member's future.
         return await member.future
+
+    def _goes_now(self, key: BatchKey, queue: _Queue) -> bool:
+        """With ``eager``: whether ``queue`` is sent now rather than left to fill (see the module docstring)."""
+        return (
+            self._inflight.get(key, 0) < self.eager_calls
+            or self._inflight_rows.get(key, 0) + queue.rows <= self.light_rows
+        )
 
     def _flush(self, key: BatchKey) -> None:
         queue = self._queues.pop(key, None)
@@ -183,17 +198,22 @@ class MicroBatcher:
             live.append(member)
         if not live:
             return
+        rows = sum(m.rows for m in live)
         self._inflight[key] = self._inflight.get(key, 0) + 1
+        self._inflight_rows[key] = self._inflight_rows.get(key, 0) + rows
         task = asyncio.get_running_loop().create_task(self._send(key, live), name=f"microbatch {self.model}")
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
-        task.add_done_callback(lambda _: self._sent(key))
+        task.add_done_callback(lambda _: self._sent(key, rows))
 
-    def _sent(self, key: BatchKey) -> None:
+    def _sent(self, key: BatchKey, rows: int) -> None:
         left = self._inflight.pop(key, 1) - 1
+        left_rows = self._inflight_rows.pop(key, rows) - rows
         if left > 0:
             self._inflight[key] = left
-        if self.eager and left < self.eager_calls and key in self._queues:
+            self._inflight_rows[key] = left_rows
+        queue = self._queues.get(key)
+        if self.eager and queue is not None and self._goes_now(key, queue):
             self._flush(key)  # a call the queue was waiting behind has returned
 
     async def _send(self, key: BatchKey, members: list[_Member]) -> None:

@@ -37,10 +37,11 @@ TOML with one ``[[routes]]`` table per route::
 Every kind also takes ``cache = { ttl_s = 60 }`` (prediction cache),
 ``coalesce = true`` (identical requests in flight share one backend call)
 and ``data_cache = true`` (pre-processed inputs are reused). Single-model
-routes whose model batches micro-batch by default, adapted to the model: a
-request goes at once while fewer calls are in flight than Triton runs
-instances of the model, and waits to share a call only while all are busy
-(``batching = false`` turns it off). ``batching = { max_delay_ms = 2.0,
+routes whose model batches micro-batch by default, adapted to the model and
+the load: a request goes at once while fewer calls are in flight than Triton
+runs instances of the model, or while at most two rows per instance are in
+flight and waiting, and waits to share a call only past that (``batching =
+false`` turns it off). ``batching = { max_delay_ms = 2.0,
 max_batch = 64, eager = false }`` sets it by hand: concurrent requests wait up
 to the delay to share one Triton call; with ``eager`` a request is sent at
 once when no merged call is in flight, or fewer than ``eager_calls``; see

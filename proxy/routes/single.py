@@ -126,16 +126,20 @@ def _check_produces(model: ModelInfo, produced: Mapping[str, TensorSpec], where:
 
 DEFAULT_MAX_DELAY_MS = 2.0
 """Under the default batching, the longest a request waits while every instance of the model is busy."""
+LIGHT_ROWS_PER_INSTANCE = 2
+"""Under the default batching, rows per model instance in flight and waiting below which nothing waits."""
 
 
 def _batcher(config: RouteConfig, model: ModelInfo, backend: InferBackend, where: str) -> MicroBatcher | None:
     """The route's micro-batcher: by default (``batching`` unset or true) one adapted to the model, when it batches.
 
     Adapted: a request is sent at once while fewer merged calls are in flight
-    than Triton runs instances of the model (waiting could not fill a batch
-    then, and an instance is free), and queued only while all of them are
-    busy, to go as soon as one returns: under light load nothing waits, under
-    heavy load calls fill up.
+    than Triton runs instances of the model (an instance is free), or while
+    the rows in flight and waiting are at most two per instance (Triton's
+    queue stays short, and waiting could not fill a batch but would leave an
+    instance idle for a round trip); otherwise it is queued, to go as soon as
+    a merged call returns: under light load nothing waits, under heavy load
+    calls fill up.
     """
     if config.batching is False or (config.batching is None and model.max_batch_size <= 0):
         return None
@@ -154,4 +158,5 @@ def _batcher(config: RouteConfig, model: ModelInfo, backend: InferBackend, where
         max_batch=min(batching.max_batch, model.max_batch_size),
         eager=eager,
         eager_calls=eager_calls,
+        light_rows=0 if isinstance(config.batching, BatchingConfig) else LIGHT_ROWS_PER_INSTANCE * model.instances,
     )

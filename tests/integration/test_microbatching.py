@@ -90,7 +90,8 @@ def test_concurrent_requests_share_triton_calls_and_answer_the_same(
             else:
                 np.testing.assert_array_equal(b_array, a_array)
     # Eager sends the first arrivals alone while the rest are still coming in: a looser bound. The default
-    # sends alone while a model instance is free and waits only while all are busy: it must share some calls.
+    # sends alone while a model instance is free or the load is light (two rows per instance in flight and
+    # waiting), and waits only past that: it must share some calls.
     bound = {"digits_default": CONCURRENCY - 1, "digits_eager": CONCURRENCY // 2}.get(route, CONCURRENCY // 4)
     assert 1 <= sent <= bound, f"{sent} Triton requests for {CONCURRENCY} gateway requests"
 

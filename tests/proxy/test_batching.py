@@ -285,6 +285,34 @@ async def test_eager_calls_sends_at_once_while_fewer_merged_calls_are_in_flight(
         MicroBatcher(backend, "m", max_delay_s=0.01, max_batch=8, eager=True, eager_calls=0)
 
 
+async def test_light_rows_send_at_once_under_light_load_and_merge_past_it() -> None:
+    backend = GatedBackend()
+    batcher = MicroBatcher(backend, "m", max_delay_s=10.0, max_batch=64, eager=True, eager_calls=1, light_rows=3)
+    # One row each: the first goes as the one merged call allowed, the next two because the rows in flight and
+    # waiting (2, then 3) stay within light_rows, though a call is in flight.
+    light = [asyncio.create_task(batcher.infer("", _request(1, n), [], deadline=_deadline())) for n in range(3)]
+    await asyncio.wait_for(backend.wait_started(3), 5.0)
+    # Past it the next ones queue (not sent, though the 10 s delay is far off) ...
+    heavy = [asyncio.create_task(batcher.infer("", _request(1, n), [], deadline=_deadline())) for n in (3, 4)]
+    await asyncio.sleep(0)
+    assert batcher.queued_rows == 2 and len(backend.gates) == 3
+    # ... until a return brings in flight and waiting back within light_rows: 2 in flight + 2 waiting > 3 still,
+    # so one return is not enough; a second one (1 + 2 = 3) sends the two together.
+    backend.gates[0].set()
+    await asyncio.sleep(0.05)
+    assert len(backend.gates) == 3 and batcher.queued_rows == 2
+    backend.gates[1].set()
+    await asyncio.wait_for(backend.wait_started(4), 5.0)
+    for gate in backend.gates:
+        gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*light, *heavy), 5.0)
+    assert [e for e in backend.events if e[0] == "start"] == [("start", 1)] * 3 + [("start", 2)]
+    np.testing.assert_array_equal(
+        np.concatenate([to_numpy(r.outputs[0]) for r in results]),
+        2 * np.concatenate([to_numpy(_request(1, n)[0]) for n in range(5)]),
+    )
+
+
 def test_route_config_takes_batching_and_the_fingerprint_ignores_it() -> None:
     plain = parse_routes('[[routes]]\nname = "d"\nmodel = "m"\n').routes[0]
     batched = parse_routes(
