@@ -10,6 +10,7 @@ dead process held must have been run again after the visibility timeout.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sqlite3
 import time
@@ -39,8 +40,9 @@ VISIBILITY_S = 2.0
 def _crash(serve: Serve) -> int:
     """SIGKILL to the gateway processes (the workers) and to serve itself, as a crash of the machine would."""
     for worker in psutil.Process(serve.proc.pid).children():
-        if "switchyard.server.workers" in worker.cmdline():
-            worker.kill()
+        with contextlib.suppress(psutil.ZombieProcess, psutil.NoSuchProcess):  # one that already ended
+            if "switchyard.server.workers" in worker.cmdline():
+                worker.kill()
     serve.proc.kill()
     return serve.proc.wait(30)
 

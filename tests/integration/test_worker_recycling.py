@@ -30,11 +30,15 @@ pytestmark = pytest.mark.integration
 
 
 def _worker_pids(serve_pid: int) -> set[int]:
-    return {
-        p.pid
-        for p in psutil.Process(serve_pid).children()
-        if "switchyard.server.workers" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
-    }
+    """The live workers of ``serve``: a replaced one is a zombie until reaped, or already gone."""
+    pids = set()
+    for p in psutil.Process(serve_pid).children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "switchyard.server.workers" in " ".join(p.cmdline()):
+                pids.add(p.pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):  # it ended between the listing and the look
+            continue
+    return pids
 
 
 def _recycles(metrics_port: int) -> float:
