@@ -180,7 +180,7 @@ async def flush_every(interval_s: float = FLUSH_S) -> None:
 class RouteMetrics:
     """One route's request metrics, bound once: a call updates them without looking its labels up."""
 
-    __slots__ = ("_requests", "in_flight", "latency", "route", "rows")
+    __slots__ = ("_requests", "in_flight", "latency", "ok", "route", "rows")
 
     def __init__(self, route: str) -> None:
         self.route = route
@@ -188,6 +188,8 @@ class RouteMetrics:
         self.latency: Histogram = hot(LATENCY.labels(route))
         self.rows: Counter = hot(ROWS.labels(route))
         self._requests: dict[str, Counter] = {}
+        self.ok: Counter = self.requests("OK")
+        """``requests("OK")``, bound once."""
 
     def requests(self, code: str) -> Counter:
         """The route's request counter for status ``code`` (its name, e.g. ``"OK"``)."""

@@ -63,6 +63,8 @@ class RetryBudget:
 
     def deposit(self) -> None:
         """One call was made (its first attempt)."""
+        if self._tokens >= self.max_tokens:
+            return  # full: neither the deposit nor the time since the last refill can add anything
         self._refill()
         self._tokens = min(self._tokens + self.ratio, self.max_tokens)
 

@@ -42,14 +42,13 @@ def new_request_id() -> str:
 class CallContext:
     """One request's id, route, deadline and stage timings, handed down the route to every stage and backend call."""
 
-    __slots__ = ("deadline", "request_id", "route", "spans", "stages", "started")
+    __slots__ = ("deadline", "request_id", "route", "spans", "started")
 
     def __init__(
         self,
         request_id: str,
         route: str,
         deadline: float,
-        stages: dict[str, float] | None = None,
         spans: list[tuple[str, float, float]] | None = None,
         started: float | None = None,
     ) -> None:
@@ -57,7 +56,6 @@ class CallContext:
         self.route = route
         self.deadline = deadline
         """``time.monotonic()`` value after which the call has failed."""
-        self.stages: dict[str, float] = {} if stages is None else stages
         self.spans: list[tuple[str, float, float]] = [] if spans is None else spans
         """(stage name, start, end) in ``time.monotonic()`` seconds, in the order they ended."""
         self.started = time.monotonic() if started is None else started
@@ -71,7 +69,7 @@ class CallContext:
     def child(self, timeout_s: float | None) -> CallContext:
         """The same call with a deadline no later than ``timeout_s`` from now (a branch's own timeout)."""
         deadline = self.deadline if timeout_s is None else min(self.deadline, time.monotonic() + timeout_s)
-        return CallContext(self.request_id, self.route, deadline, self.stages, self.spans, self.started)
+        return CallContext(self.request_id, self.route, deadline, self.spans, self.started)
 
     def timing_header(self) -> str:
         """The spans as a Server-Timing style value: ``name;start=ms;dur=ms`` joined by commas."""
@@ -116,6 +114,5 @@ class _Stage:
             started = self._started
             elapsed = ended - started
             ctx, name = self._ctx, self._name
-            ctx.stages[name] = ctx.stages.get(name, 0.0) + elapsed
             ctx.spans.append((name, started, ended))
             metrics.stage_latency(ctx.route, name).observe(elapsed)

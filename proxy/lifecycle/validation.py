@@ -71,8 +71,11 @@ class RequestChecker:
         self._max_request_bytes = max_request_bytes
         self._allow_non_finite = allow_non_finite
 
-    def check(self, request: pb.InferRequest) -> None:
-        """Raises InvalidInput for the first problem found in ``request`` (see the class docstring)."""
+    def check(self, request: pb.InferRequest) -> int:
+        """Raises InvalidInput for the first problem found in ``request`` (see the class docstring).
+
+        Returns the request's rows: its first input's leading dimension (0 when that input has none).
+        """
         request_id = request.request_id
         if request_id and not (
             len(request_id) <= MAX_REQUEST_ID_LENGTH and request_id.isascii() and request_id.isprintable()
@@ -87,7 +90,7 @@ class RequestChecker:
         total = sum(map(len, payloads))
         if total > self._max_request_bytes:
             raise InvalidInput("inputs", f"carry {total} bytes, this route accepts at most {self._max_request_bytes}")
-        self._check_inputs(tensors, payloads)
+        rows = self._check_inputs(tensors, payloads)
         if not self._allow_non_finite:
             for tensor, payload in zip(tensors, payloads, strict=True):
                 _check_finite(tensor, payload)
@@ -107,13 +110,16 @@ class RequestChecker:
         pins = request.model_versions
         if pins:
             _check_versions(pins, self._models)
+        return rows
 
-    def _check_inputs(self, tensors: Sequence[pb.Tensor], payloads: Sequence[bytes]) -> None:
+    def _check_inputs(self, tensors: Sequence[pb.Tensor], payloads: Sequence[bytes]) -> int:
+        """Checks each input against its spec; returns the first input's leading dimension (0: none)."""
         by_name = self._by_name
         max_batch_size = self._max_batch_size
         seen: set[str] = set()
         batch: int | None = None
         batch_from = ""
+        rows = -1
         for tensor, payload in zip(tensors, payloads, strict=True):
             name = tensor.name
             known = by_name.get(name)
@@ -135,6 +141,8 @@ class RequestChecker:
                         break
             if not fits:
                 _check_shape(tensor, spec, f"inputs[{name}]")  # raises, naming the problem
+            if rows < 0:
+                rows = shape[0] if shape else 0
             if max_batch_size > 0:
                 rows = int(shape[0])
                 if rows == 0:
@@ -153,6 +161,7 @@ class RequestChecker:
         if len(seen) != len(by_name):
             missing = [name for name in by_name if name not in seen]
             raise InvalidInput(f"inputs[{missing[0]}]", "required input is missing")
+        return max(rows, 0)
 
 
 def _check_request_id(request_id: str) -> None:

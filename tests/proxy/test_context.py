@@ -44,7 +44,6 @@ def test_a_stage_is_timed_into_the_spans_and_the_header_also_when_it_fails() -> 
     except ValueError:
         pass
     assert [name for name, _, _ in ctx.spans] == ["infer", "post"]
-    assert set(ctx.stages) == {"infer", "post"}
     assert all(begin <= end for _, begin, end in ctx.spans)
     assert re.fullmatch(
         r"infer;start=\d+\.\d{3};dur=\d+\.\d{3}, post;start=\d+\.\d{3};dur=\d+\.\d{3}", ctx.timing_header()
