@@ -38,7 +38,10 @@ with ``cnn_triton`` (the direct-Triton baseline, unary calls).
 
 Each row also gives its throughput against the unparsed floor of the same
 model, load and round (``× floor``: ``floor`` on digits, ``cnn_floor`` on the
-CNN). ``--rounds N`` measures every closed-loop point N times, all paths in
+CNN), and its hop's own CPU per request against the floor's (``proxy CPU ×
+floor``). The converter (``floor_proxy --convert``) sits between the two on
+digits: what the contract's messages alone cost over the floor.
+``--rounds N`` measures every closed-loop point N times, all paths in
 each round before the next (ABAB, so a slow spell of this shared machine falls
 on every path of a round alike), and adds a table of each ratio's median and
 range over the rounds: one run's ratio moves by ±0.06 here, and the range
@@ -124,8 +127,9 @@ batching = false
 """
 PATHS = ("triton", "floor", "switchyard")
 """The three ways to the model, in the order they are measured at each concurrency (closed and open loop)."""
-CLOSED_ONLY = ("switchyard_batched", "triton_stream", "switchyard_stream", "switchyard_batched_stream")
-"""Measured after PATHS at each closed-loop concurrency: the gateway's micro-batched route; then over one
+CLOSED_ONLY = ("converter", "switchyard_batched", "triton_stream", "switchyard_stream", "switchyard_batched_stream")
+"""Measured after PATHS at each closed-loop concurrency: the converter (``floor_proxy --convert``: the contract's
+messages in and out, nothing else) and the gateway's micro-batched route; then over one
 bidirectional stream per load generator process (not with h2load, which has no streams): Triton's
 ``ModelStreamInfer``, and the gateway's ``InferStream`` on the plain and the micro-batched route."""
 OPEN_PATHS = (*PATHS, "switchyard_batched")
@@ -144,6 +148,7 @@ over ``InferStream`` (closed loop only, at the profile's ``cnn_concurrency``; al
 PROXY_OF = {
     "triton": None,
     "floor": "floor",
+    "converter": "converter",
     "switchyard": "switchyard",
     "switchyard_batched": "switchyard",
     "switchyard_batched_stream": "switchyard",
@@ -193,6 +198,10 @@ def stack(work_dir: Path, log: Callable[[str], None]) -> Iterator[dict[str, Any]
             # The same gateway, sending large inputs through shared memory (Triton is on this host).
             "switchyard_shm": [*gateway, "--triton-shared-memory", "system"],
             "floor": [python, "-m", "benchmarks.floor_proxy", "--upstream", triton.grpc_url],
+            "converter": [
+                *(python, "-m", "benchmarks.floor_proxy", "--upstream", triton.grpc_url),
+                *("--convert", f"{ROUTE}={MODEL}"),
+            ],
             "echo": [python, "-m", "benchmarks.floor_proxy", "--echo"],
         }
         for name, command in commands.items():
@@ -261,6 +270,7 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "converged": result["converged"],
             "throughput_vs_direct": None,
             "throughput_vs_floor": None,
+            "proxy_cpu_vs_floor": None,
             "cpu_cost_vs_direct": None,
             "added_p50_ms": None,
             "added_p99_ms": None,
@@ -275,6 +285,9 @@ def compare(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             row["added_p99_ms"] = round(latency["p99"] - base["latency_ms"]["p99"], 3)
         if floor is not None and floor["throughput_rps"]:
             row["throughput_vs_floor"] = round(result["throughput_rps"] / floor["throughput_rps"], 3)
+            own, hop = row["proxy_cpu_us_per_request"], floor["cpu_us_per_request"].get(PROXY_OF[floor["target"]])
+            if own and hop:
+                row["proxy_cpu_vs_floor"] = round(own / hop, 3)
         rows.append(row)
     return rows
 
@@ -289,7 +302,7 @@ def across_rounds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         groups.setdefault((row["mode"], row["load"], row["target"]), []).append(row)
     summary = []
-    keys = ("throughput_rps", "throughput_vs_direct", "throughput_vs_floor", "cpu_cost_vs_direct")
+    keys = ("throughput_rps", "throughput_vs_direct", "throughput_vs_floor", "proxy_cpu_vs_floor", "cpu_cost_vs_direct")
     for (mode, load, target), members in groups.items():
         summary.append(
             {
@@ -314,7 +327,10 @@ def _range(spread: dict[str, float] | None, spec: str = ".2f") -> str:
 
 def rounds_table(summary: Sequence[dict[str, Any]]) -> str:
     """The medians (and ranges) of ``across_rounds``, one line per path and load."""
-    header = ("load", "path", "rounds", "req/s", "× direct", "× floor", "× direct (CPU)", "p99 ms", "proxy CPU-µs/req")
+    header = (
+        *("load", "path", "rounds", "req/s", "× direct", "× floor", "× direct (CPU)", "p99 ms", "proxy CPU-µs/req"),
+        "proxy CPU × floor",
+    )
     return render_table(
         header,
         summary,
@@ -328,6 +344,7 @@ def rounds_table(summary: Sequence[dict[str, Any]]) -> str:
             _range(row["cpu_cost_vs_direct"]),
             _range(row["p99_ms"], ".1f"),
             _range(row["proxy_cpu_us_per_request"], ",.0f"),
+            _range(row.get("proxy_cpu_vs_floor")),
         ],
     )
 
@@ -347,6 +364,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         "+p99 ms",
         "Triton CPU-µs/req",
         "proxy CPU-µs/req",
+        "proxy CPU × floor",
         "loadgen CPU-µs/req",
         "loadgen CPU %",
         "others' CPU %",
@@ -370,6 +388,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             format_value(row["added_p99_ms"], ".2f", signed=True),
             format_value(row["triton_cpu_us_per_request"]),
             format_value(row["proxy_cpu_us_per_request"]),
+            format_value(row.get("proxy_cpu_vs_floor"), ".2f"),
             format_value(row["loadgen_cpu_us_per_request"]),
             format_value(row["loadgen_cpu_pct"]),
             format_value(row["other_cpu_pct"]),
@@ -429,7 +448,7 @@ def run(
                 name: Target(
                     name,
                     addresses[PROXY_OF[name] or "triton"],
-                    ("switchyard" if PROXY_OF[name] == "switchyard" else "oip")
+                    ("switchyard" if PROXY_OF[name] in ("switchyard", "converter") else "oip")
                     + ("_stream" if name in STREAMED else ""),
                     model=MODEL,
                     route=BATCHED_ROUTE if name.startswith("switchyard_batched") else ROUTE,

@@ -246,7 +246,7 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
 
     results = report["results"]
     closed = {(r["target"], r["concurrency"]) for r in results if r["mode"] == "closed"}
-    paths = ("triton", "floor", "switchyard", "switchyard_batched")
+    paths = ("triton", "floor", "converter", "switchyard", "switchyard_batched")
     streams = ("triton_stream", "switchyard_stream", "switchyard_batched_stream")
     assert {(path, c) for path in (*paths, *streams) for c in (1, 4)} <= closed
     assert ("echo", 4) in closed
@@ -259,7 +259,9 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
     for result in results:
         assert RESULT_KEYS <= set(result)
         assert result["requests"] > 0 and result["errors"] == {}, result
-        assert {"triton", "floor", "switchyard", "switchyard_shm", "echo"} == set(result["cpu_us_per_request"])
+        assert {"triton", "floor", "converter", "switchyard", "switchyard_shm", "echo"} == set(
+            result["cpu_us_per_request"]
+        )
 
     rows = {(row["mode"], row["load"], row["target"]): row for row in report["comparison"]}
     assert rows[("closed", 1, "triton")]["throughput_vs_direct"] == 1.0
@@ -268,6 +270,13 @@ def test_run_smoke_measures_every_path_and_writes_the_report(tmp_path: Path) -> 
         assert {"throughput_vs_direct", "added_p50_ms", "added_p99_ms", "proxy_cpu_us_per_request"} <= set(row)
         assert row["throughput_vs_direct"] is not None and row["proxy_cpu_us_per_request"] is not None
     assert "| c=1 | switchyard" in completed.stdout
+    # Each hop's own CPU per request is held against the floor's: the converter (the contract's messages and
+    # nothing else) and the gateway.
+    floor_cpu = rows[("closed", 4, "floor")]["proxy_cpu_us_per_request"]
+    for path in ("converter", "switchyard"):
+        row = rows[("closed", 4, path)]
+        assert row["proxy_cpu_vs_floor"] == round(row["proxy_cpu_us_per_request"] / floor_cpu, 3)
+    assert rows[("closed", 4, "floor")]["proxy_cpu_vs_floor"] is None
     # Streams are compared with Triton's own stream (ModelStreamInfer), not with unary calls to it.
     assert rows[("closed", 4, "triton_stream")]["throughput_vs_direct"] == 1.0
     for path in streams[1:]:
