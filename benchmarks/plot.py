@@ -78,7 +78,7 @@ def plot_throughput(report: dict[str, Any], path: Path) -> None:
             axis.grid(True, axis="y", alpha=0.3)
             continue
         for target, points in lines.items():
-            style = "--" if target.startswith(("triton", "cnn_triton", "floor", "cnn_floor")) else "-"
+            style = "--" if target.startswith(("triton", "cnn_triton", "floor", "cnn_floor", "converter")) else "-"
             axis.plot(list(points), list(points.values()), marker="o", linestyle=style, label=target)
         axis.set_xscale("log", base=2)
         axis.set_xticks(loads)
@@ -111,7 +111,7 @@ def plot_cpu(report: dict[str, Any], path: Path) -> None:
         own = [triton[t][load] for t in targets]
         hop = [proxy.get(t, {}).get(load, 0.0) for t in targets]
         axis.bar(targets, own, label="Triton")
-        axis.bar(targets, hop, bottom=own, label="hop (floor or gateway)")
+        axis.bar(targets, hop, bottom=own, label="hop (floor, converter or gateway)")
         for index, (a, b) in enumerate(zip(own, hop, strict=True)):
             axis.annotate(f"{a + b:,.0f}", (index, a + b), ha="center", va="bottom", fontsize=7)
         axis.set_ylabel("CPU-µs per request")
