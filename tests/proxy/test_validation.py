@@ -223,3 +223,51 @@ def test_request_ids_accepted(request_id: str) -> None:
     request = good()
     request.request_id = request_id
     check(request)
+
+
+# A route with one numeric input takes the short way when its request is exactly as declared; anything off
+# must still be refused, naming the field as the full checks do.
+ONE_INPUT = (TensorSpec("pixels", "FP32", (-1, 64)),)
+
+
+def one_input(rows: int = 2, request_id: str = "", **tensor: Any) -> pb.InferRequest:
+    fields = {"name": "pixels", "datatype": "FP32", "shape": [rows, 64], "raw_data": bytes(4 * 64 * rows)}
+    return pb.InferRequest(route="r", request_id=request_id, inputs=[pb.Tensor(**{**fields, **tensor})])
+
+
+def check_one(request: pb.InferRequest, **route: Any) -> int:
+    settings: dict[str, Any] = {"models": ("m",), "max_batch_size": 8, "max_request_bytes": 1 << 20, **route}
+    return RequestChecker(ONE_INPUT, OUTPUTS, **settings).check(request)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 8])
+def test_a_one_input_request_as_declared_passes_and_gives_its_rows(rows: int) -> None:
+    assert check_one(one_input(rows)) == rows
+
+
+@pytest.mark.parametrize(
+    ("request_", "route", "field"),
+    [
+        (one_input(datatype="FP64"), {}, "inputs[pixels].datatype"),
+        (one_input(shape=[2, 63]), {}, "inputs[pixels].shape[1]"),
+        (one_input(shape=[2, 64, 1]), {}, "inputs[pixels].shape"),
+        (one_input(shape=[-2, 64]), {}, "inputs[pixels].shape[0]"),
+        (one_input(0), {}, "inputs[pixels].shape[0]"),
+        (one_input(9), {}, "inputs[pixels].shape[0]"),
+        (one_input(raw_data=bytes(4 * 64 * 2 - 4)), {}, "inputs[pixels].raw_data"),
+        (one_input(name="pixel"), {}, "inputs[pixel].name"),
+        (one_input(), {"max_request_bytes": 511}, "inputs"),
+        (
+            one_input(2, raw_data=np.full((2, 64), np.nan, "<f4").tobytes()),
+            {"allow_non_finite": False},
+            "inputs[pixels]",
+        ),
+        (one_input(request_id="a\nb"), {}, "request_id"),
+    ],
+)
+def test_a_one_input_request_that_is_off_is_refused_naming_the_field(
+    request_: pb.InferRequest, route: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        check_one(request_, **route)
+    assert caught.value.field == field
