@@ -38,6 +38,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 import uvloop
@@ -83,15 +84,19 @@ class ForwardingHandler(grpc.GenericRpcHandler):
         call = channel.unary_unary(method)  # no serializers: bytes in, bytes out
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            remaining = context.time_remaining()
-            timeout = DEFAULT_TIMEOUT_S if remaining is None else max(remaining, 0.0)
-            try:
-                return await call(request, timeout=timeout)
-            except grpc.aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or "")
-                raise  # abort raises; this line is never reached
+            return await _relay(call, request, context)
 
         return forward
+
+
+async def _relay(call: grpc.aio.UnaryUnaryMultiCallable, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    """``call``'s answer to ``request`` under the caller's deadline; an upstream error ends the call as it came."""
+    remaining = context.time_remaining()
+    try:
+        return await call(request, timeout=DEFAULT_TIMEOUT_S if remaining is None else max(remaining, 0.0))
+    except grpc.aio.AioRpcError as exc:
+        await context.abort(exc.code(), exc.details() or "")
+        raise  # abort raises; this line is never reached
 
 
 GATEWAY_INFER = "/switchyard.v1.Gateway/Infer"
@@ -118,12 +123,7 @@ def _converter(channel: grpc.aio.Channel, models: dict[str, str]) -> Behavior:
             upstream.raw_input_contents.append(tensor.raw_data)
         for name in request.outputs:
             upstream.outputs.add(name=name)
-        remaining = context.time_remaining()
-        try:
-            reply = await call(upstream, timeout=DEFAULT_TIMEOUT_S if remaining is None else max(remaining, 0.0))
-        except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details() or "")
-            raise  # abort raises; this line is never reached
+        reply = await _relay(call, upstream, context)
         response = gateway_pb2.InferResponse(route=request.route, request_id=request.request_id)
         for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True):
             response.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape, raw_data=raw)
