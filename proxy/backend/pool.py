@@ -39,7 +39,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import Counter, Gauge
 
@@ -286,7 +286,7 @@ class TritonPool:
             f"backend unavailable for model {model!r}: every Triton endpoint is down ({', '.join(down)})"
         )
 
-    def infer(
+    async def infer(
         self,
         model: str,
         version: str,
@@ -296,34 +296,16 @@ class TritonPool:
         timeout_s: float,
         request_id: str = "",
         idempotent: bool = True,
-    ) -> Awaitable[InferResult]:
-        """One inference on the best endpoint, failing over once to another (see the module docstring).
-
-        Returns the call's coroutine, to await (as an ``async def`` would): with a
-        single endpoint, that endpoint's own, so the common case costs no extra
-        coroutine.
-        """
+    ) -> InferResult:
+        """One inference on the best endpoint, failing over once to another (see the module docstring)."""
         if len(self.endpoints) == 1:  # the common case: nothing to choose, nowhere to fail over to
             (only,) = self.endpoints.values()
-            if only.circuit_closed:
-                # It retries on itself, as the loop below would let it (alone, first try).
-                return only.infer(
-                    model, version, inputs, outputs, timeout_s=timeout_s, request_id=request_id, idempotent=idempotent
-                )
-        return self._infer(model, version, inputs, outputs, timeout_s, request_id, idempotent)
-
-    async def _infer(
-        self,
-        model: str,
-        version: str,
-        inputs: Sequence[TensorLike],
-        outputs: Sequence[str],
-        timeout_s: float,
-        request_id: str,
-        idempotent: bool,
-    ) -> InferResult:
-        if len(self.endpoints) == 1:
-            raise self._unavailable(model)  # its circuit is open
+            if not only.circuit_closed:
+                raise self._unavailable(model)
+            # It retries on itself, as the loop below would let it (alone, first try).
+            return await only.infer(
+                model, version, inputs, outputs, timeout_s=timeout_s, request_id=request_id, idempotent=idempotent
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         tried: set[str] = set()

@@ -266,7 +266,7 @@ class InferResult:
 class InferBackend(Protocol):
     """What routes and the micro-batcher call: one Triton (:class:`TritonBackend`) or a pool of them."""
 
-    def infer(
+    async def infer(
         self,
         model: str,
         version: str,
@@ -276,9 +276,7 @@ class InferBackend(Protocol):
         timeout_s: float,
         request_id: str = "",
         idempotent: bool = True,
-    ) -> Awaitable[InferResult]:
-        """The call's awaitable: an ``async def``, or a function handing over another one's coroutine."""
-        ...
+    ) -> InferResult: ...
 
     async def model_info(self, name: str, *, timeout_s: float) -> ModelInfo: ...
 
